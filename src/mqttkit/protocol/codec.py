@@ -1,0 +1,920 @@
+"""Wire format: framing, and encode/decode of every control packet of MQTT 3.1, 3.1.1 and 5.0.
+
+Theory of operation
+-------------------
+All wire facts live in tables at the top of this module: the fixed-header flags each packet
+type requires, the property identifiers with their type and the packets that may carry them, and
+the reason codes each packet may carry. Encoding and decoding are both driven by those tables, so
+a fact is written once.
+
+:class:`PacketBuffer` turns a byte stream cut at arbitrary places into whole frames
+``(first_byte, data, start, end)``: the body is ``data[start:end]``. It never copies a frame that
+arrived whole in one chunk. :func:`decode_packet` turns a frame into a packet object and raises
+:class:`MalformedPacketError` (or :class:`ProtocolError`) for anything the specification calls
+malformed; that is the only exception any input can cause here. :func:`encode_packet` does the
+reverse; it trusts its input to be valid (the session validates user input before it gets here)
+but still refuses what cannot be encoded at all.
+
+Normative statement ids from the specifications are quoted next to the checks, MQTT 5.0 ids
+unless the check only exists in 3.1.1.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any, Final
+
+from .errors import MalformedPacketError, ProtocolError, ReasonCode
+from .packets import (
+    MQTT_3_1,
+    MQTT_3_1_1,
+    MQTT_5,
+    NO_PROPERTIES,
+    Auth,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PacketType,
+    PingReq,
+    PingResp,
+    Properties,
+    PubAck,
+    PubComp,
+    PubRec,
+    PubRel,
+    Publish,
+    SubAck,
+    Subscribe,
+    Subscription,
+    UnsubAck,
+    Unsubscribe,
+    Will,
+)
+
+__all__ = [
+    "MAX_PACKET_SIZE",
+    "MAX_REMAINING_LENGTH",
+    "PacketBuffer",
+    "decode",
+    "decode_packet",
+    "encode_packet",
+    "encode_properties",
+    "encode_publish",
+    "encode_varint",
+    "first_byte_of",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+
+#: The largest Remaining Length the 4-byte Variable Byte Integer can carry (section 1.5.5).
+MAX_REMAINING_LENGTH: Final = 268_435_455
+#: The largest whole packet: fixed header (1 + 4 bytes) plus the largest remaining length.
+MAX_PACKET_SIZE: Final = MAX_REMAINING_LENGTH + 5
+
+#: Fixed-header flags (low nibble) each packet type requires; PUBLISH has its own rules.
+#: [MQTT-2.1.3-1]: "Where a flag bit is marked as Reserved, it is reserved for future use and MUST
+#: be set to the value listed."
+REQUIRED_FLAGS: Final[dict[int, int]] = {
+    PacketType.CONNECT: 0b0000,
+    PacketType.CONNACK: 0b0000,
+    PacketType.PUBACK: 0b0000,
+    PacketType.PUBREC: 0b0000,
+    PacketType.PUBREL: 0b0010,
+    PacketType.PUBCOMP: 0b0000,
+    PacketType.SUBSCRIBE: 0b0010,
+    PacketType.SUBACK: 0b0000,
+    PacketType.UNSUBSCRIBE: 0b0010,
+    PacketType.UNSUBACK: 0b0000,
+    PacketType.PINGREQ: 0b0000,
+    PacketType.PINGRESP: 0b0000,
+    PacketType.DISCONNECT: 0b0000,
+    PacketType.AUTH: 0b0000,
+}
+
+# Property value types (section 1.5).
+BYTE, TWO, FOUR, VARINT, UTF8, BINARY, PAIR = range(7)
+
+#: Pseudo packet type for the Will Properties of CONNECT.
+WILL: Final = 0
+
+_C, _CA, _P, _PA, _PREC, _PREL, _PC = (
+    PacketType.CONNECT,
+    PacketType.CONNACK,
+    PacketType.PUBLISH,
+    PacketType.PUBACK,
+    PacketType.PUBREC,
+    PacketType.PUBREL,
+    PacketType.PUBCOMP,
+)
+_S, _SA, _U, _UA, _D, _AU = (
+    PacketType.SUBSCRIBE,
+    PacketType.SUBACK,
+    PacketType.UNSUBSCRIBE,
+    PacketType.UNSUBACK,
+    PacketType.DISCONNECT,
+    PacketType.AUTH,
+)
+_ALL: Final = frozenset({_C, _CA, _P, WILL, _PA, _PREC, _PREL, _PC, _S, _SA, _U, _UA, _D, _AU})
+
+#: MQTT 5 properties (section 2.2.2.2): id -> (field name, type, packets that may carry it).
+PROPERTIES: Final[dict[int, tuple[str, int, frozenset[int]]]] = {
+    0x01: ("payload_format_indicator", BYTE, frozenset({_P, WILL})),
+    0x02: ("message_expiry_interval", FOUR, frozenset({_P, WILL})),
+    0x03: ("content_type", UTF8, frozenset({_P, WILL})),
+    0x08: ("response_topic", UTF8, frozenset({_P, WILL})),
+    0x09: ("correlation_data", BINARY, frozenset({_P, WILL})),
+    0x0B: ("subscription_identifier", VARINT, frozenset({_P, _S})),
+    0x11: ("session_expiry_interval", FOUR, frozenset({_C, _CA, _D})),
+    0x12: ("assigned_client_identifier", UTF8, frozenset({_CA})),
+    0x13: ("server_keep_alive", TWO, frozenset({_CA})),
+    0x15: ("authentication_method", UTF8, frozenset({_C, _CA, _AU})),
+    0x16: ("authentication_data", BINARY, frozenset({_C, _CA, _AU})),
+    0x17: ("request_problem_information", BYTE, frozenset({_C})),
+    0x18: ("will_delay_interval", FOUR, frozenset({WILL})),
+    0x19: ("request_response_information", BYTE, frozenset({_C})),
+    0x1A: ("response_information", UTF8, frozenset({_CA})),
+    0x1C: ("server_reference", UTF8, frozenset({_CA, _D})),
+    0x1F: ("reason_string", UTF8, frozenset({_CA, _PA, _PREC, _PREL, _PC, _SA, _UA, _D, _AU})),
+    0x21: ("receive_maximum", TWO, frozenset({_C, _CA})),
+    0x22: ("topic_alias_maximum", TWO, frozenset({_C, _CA})),
+    0x23: ("topic_alias", TWO, frozenset({_P})),
+    0x24: ("maximum_qos", BYTE, frozenset({_CA})),
+    0x25: ("retain_available", BYTE, frozenset({_CA})),
+    0x26: ("user_property", PAIR, _ALL),
+    0x27: ("maximum_packet_size", FOUR, frozenset({_C, _CA})),
+    0x28: ("wildcard_subscription_available", BYTE, frozenset({_CA})),
+    0x29: ("subscription_identifier_available", BYTE, frozenset({_CA})),
+    0x2A: ("shared_subscription_available", BYTE, frozenset({_CA})),
+}
+_PROPERTY_IDS: Final = {name: pid for pid, (name, _, _) in PROPERTIES.items()}
+#: Properties whose value is a boolean byte: anything but 0 or 1 is a protocol error.
+_BOOLEAN_PROPERTIES: Final = frozenset({0x01, 0x17, 0x19, 0x25, 0x28, 0x29, 0x2A})
+#: Properties for which 0 is a protocol error: receive maximum [MQTT-3.2.2-?], maximum packet
+#: size, topic alias, subscription identifier.
+_NONZERO_PROPERTIES: Final = frozenset({0x0B, 0x21, 0x23, 0x27})
+
+#: MQTT 5 reason codes each packet may carry (sections 3.x.2.1).
+REASON_CODES: Final[dict[int, frozenset[int]]] = {
+    _CA: frozenset({0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A,
+                    0x8C, 0x90, 0x95, 0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F}),
+    _PA: frozenset({0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99}),
+    _PREC: frozenset({0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99}),
+    _PREL: frozenset({0x00, 0x92}),
+    _PC: frozenset({0x00, 0x92}),
+    _SA: frozenset({0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2}),
+    _UA: frozenset({0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91}),
+    _D: frozenset({0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F,
+                   0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D,
+                   0x9E, 0x9F, 0xA0, 0xA1, 0xA2}),
+    _AU: frozenset({0x00, 0x18, 0x19}),
+}
+#: MQTT 3.1 / 3.1.1: CONNACK return codes 0-5 [MQTT-3.2.2-?]; SUBACK 0, 1, 2 or 0x80.
+REASON_CODES_V3: Final[dict[int, frozenset[int]]] = {
+    _CA: frozenset(range(6)),
+    _SA: frozenset({0x00, 0x01, 0x02, 0x80}),
+}
+
+_PROTOCOL_NAMES: Final = {MQTT_3_1: b"MQIsdp", MQTT_3_1_1: b"MQTT", MQTT_5: b"MQTT"}
+
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_pack_u16 = _U16.pack
+_unpack_u16_from = _U16.unpack_from
+
+# ---------------------------------------------------------------------------------------------
+# Primitive encoders
+# ---------------------------------------------------------------------------------------------
+
+
+def _varint_table() -> tuple[bytes, ...]:
+    # Remaining lengths below 16,384 (two bytes) cover nearly all packets: precompute them.
+    out = []
+    for n in range(16_384):
+        out.append(bytes([n]) if n < 128 else bytes([(n & 0x7F) | 0x80, n >> 7]))
+    return tuple(out)
+
+
+_SMALL_VARINTS: Final = _varint_table()
+
+
+def encode_varint(value: int) -> bytes:
+    """Encode a Variable Byte Integer (section 1.5.5); 0 <= value <= 268,435,455."""
+    if value < 16_384:
+        return _SMALL_VARINTS[value]
+    if value > MAX_REMAINING_LENGTH:
+        raise ValueError(f"{value} does not fit a Variable Byte Integer (max 268,435,455)")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _str(value: str) -> bytes:
+    raw = value.encode("utf-8")
+    if len(raw) > 65_535:
+        raise ValueError(f"string of {len(raw)} bytes exceeds the 65,535-byte limit")
+    return _pack_u16(len(raw)) + raw
+
+
+def _bin(value: bytes) -> bytes:
+    if len(value) > 65_535:
+        raise ValueError(f"binary data of {len(value)} bytes exceeds the 65,535-byte limit")
+    return _pack_u16(len(value)) + bytes(value)
+
+
+def _encode_property_value(ptype: int, value: Any) -> bytes:
+    if ptype == BYTE:
+        return bytes([value])
+    if ptype == TWO:
+        return _pack_u16(value)
+    if ptype == FOUR:
+        return _U32.pack(value)
+    if ptype == VARINT:
+        return encode_varint(value)
+    if ptype == UTF8:
+        return _str(value)
+    return _bin(value)
+
+
+def encode_properties(props: Properties, packet_type: int) -> bytes:
+    """Encode a property block (length prefix included) for ``packet_type`` (or ``WILL``).
+
+    Raises:
+        ValueError: a property this packet may not carry, or a value out of range.
+    """
+    if props is NO_PROPERTIES:
+        return b"\x00"
+    parts: list[bytes] = []
+    for pid, (name, ptype, allowed) in PROPERTIES.items():
+        value = getattr(props, name)
+        if value is None or value == ():
+            continue
+        if packet_type not in allowed:
+            raise ValueError(f"property {name} is not allowed in {_packet_name(packet_type)}")
+        if ptype == PAIR:
+            for key, val in value:
+                parts.append(b"\x26" + _str(key) + _str(val))
+        elif pid == 0x0B:
+            for sid in value:
+                parts.append(b"\x0b" + encode_varint(sid))
+        else:
+            parts.append(bytes([pid]) + _encode_property_value(ptype, value))
+    body = b"".join(parts)
+    return encode_varint(len(body)) + body
+
+
+def _packet_name(packet_type: int) -> str:
+    return "Will Properties" if packet_type == WILL else PacketType(packet_type).name
+
+
+def _frame(first: int, body: bytes) -> bytes:
+    if len(body) > MAX_REMAINING_LENGTH:
+        raise ValueError(f"packet body of {len(body)} bytes exceeds the protocol maximum")
+    return bytes([first]) + encode_varint(len(body)) + body
+
+
+def first_byte_of(qos: int, retain: bool, dup: bool) -> int:
+    """The first byte of a PUBLISH fixed header."""
+    return 0x30 | (dup << 3) | (qos << 1) | retain
+
+
+def encode_publish(
+    topic: bytes,
+    payload: bytes,
+    qos: int,
+    retain: bool,
+    dup: bool,
+    packet_id: int,
+    properties: bytes | None,
+) -> bytes:
+    """Encode a PUBLISH from pre-validated parts: the hot path, with one copy of the payload.
+
+    ``topic`` is the UTF-8 topic name; ``properties`` the encoded property block for MQTT 5 or
+    None for 3.x; ``packet_id`` is ignored for QoS 0.
+    """
+    head = _pack_u16(len(topic)) + topic
+    if qos:
+        head += _pack_u16(packet_id)
+    if properties is not None:
+        head += properties
+    remaining = len(head) + len(payload)
+    first = 0x30 | (dup << 3) | (qos << 1) | retain
+    if remaining < 16_384:
+        return b"".join((bytes((first,)), _SMALL_VARINTS[remaining], head, payload))
+    if remaining > MAX_REMAINING_LENGTH:
+        raise ValueError(f"PUBLISH of {remaining} bytes exceeds the protocol maximum")
+    return b"".join((bytes((first,)), encode_varint(remaining), head, payload))
+
+
+def encode_packet(packet: Packet, protocol_level: int = MQTT_3_1_1) -> bytes:
+    """Encode any control packet for the given protocol level.
+
+    Raises:
+        ValueError: the packet cannot be expressed at this protocol level or exceeds a limit.
+    """
+    encoder = _ENCODERS[packet.TYPE]
+    return encoder(packet, protocol_level)
+
+
+def _enc_connect(p: Connect, _level: int) -> bytes:
+    level = p.protocol_level
+    v5 = level == MQTT_5
+    flags = 0
+    if p.clean_start:
+        flags |= 0x02
+    payload = [_str(p.client_id)]
+    if p.will is not None:
+        flags |= 0x04 | (p.will.qos << 3) | (0x20 if p.will.retain else 0)
+        if v5:
+            payload.append(encode_properties(p.will.properties, WILL))
+        payload.append(_str(p.will.topic))
+        payload.append(_bin(p.will.payload))
+    if p.username is not None:
+        flags |= 0x80
+        payload.append(_str(p.username))
+    if p.password is not None:
+        flags |= 0x40
+        payload.append(_bin(p.password))
+    head = _bin(_PROTOCOL_NAMES[level]) + bytes([level, flags]) + _pack_u16(p.keepalive)
+    if v5:
+        head += encode_properties(p.properties, _C)
+    return _frame(0x10, head + b"".join(payload))
+
+
+def _enc_connack(p: ConnAck, level: int) -> bytes:
+    body = bytes([1 if p.session_present else 0, p.reason_code])
+    if level == MQTT_5:
+        body += encode_properties(p.properties, _CA)
+    return _frame(0x20, body)
+
+
+def _enc_publish(p: Publish, level: int) -> bytes:
+    props = encode_properties(p.properties, _P) if level == MQTT_5 else None
+    return encode_publish(
+        p.topic.encode("utf-8"),
+        p.payload,
+        p.qos,
+        p.retain,
+        p.dup,
+        p.packet_id or 0,
+        props,
+    )
+
+
+def _enc_ack(p: PubAck | PubRec | PubRel | PubComp, level: int) -> bytes:
+    first = (p.TYPE << 4) | REQUIRED_FLAGS[p.TYPE]
+    body = _pack_u16(p.packet_id)
+    if level == MQTT_5:
+        body += _reason_and_properties(p.reason_code, p.properties, p.TYPE)
+    return _frame(first, body)
+
+
+def _reason_and_properties(reason_code: int, props: Properties, ptype: int) -> bytes:
+    # The short forms of sections 3.4.2.1, 3.14.2.1, 3.15.2.1: the reason code may be left out
+    # when it is 0 and there are no properties, the properties when there are none.
+    if props is NO_PROPERTIES or not props:
+        return b"" if reason_code == 0 else bytes([reason_code])
+    return bytes([reason_code]) + encode_properties(props, ptype)
+
+
+def _enc_subscribe(p: Subscribe, level: int) -> bytes:
+    parts = [_pack_u16(p.packet_id)]
+    if level == MQTT_5:
+        parts.append(encode_properties(p.properties, _S))
+    for sub in p.subscriptions:
+        options = sub.qos
+        if level == MQTT_5:
+            options |= (
+                (0x04 if sub.no_local else 0)
+                | (0x08 if sub.retain_as_published else 0)
+                | (sub.retain_handling << 4)
+            )
+        parts.append(_str(sub.topic_filter) + bytes([options]))
+    return _frame(0x82, b"".join(parts))
+
+
+def _enc_suback(p: SubAck, level: int) -> bytes:
+    body = _pack_u16(p.packet_id)
+    if level == MQTT_5:
+        body += encode_properties(p.properties, _SA)
+    return _frame(0x90, body + bytes(p.reason_codes))
+
+
+def _enc_unsubscribe(p: Unsubscribe, level: int) -> bytes:
+    parts = [_pack_u16(p.packet_id)]
+    if level == MQTT_5:
+        parts.append(encode_properties(p.properties, _U))
+    parts.extend(_str(f) for f in p.topic_filters)
+    return _frame(0xA2, b"".join(parts))
+
+
+def _enc_unsuback(p: UnsubAck, level: int) -> bytes:
+    body = _pack_u16(p.packet_id)
+    if level == MQTT_5:
+        body += encode_properties(p.properties, _UA) + bytes(p.reason_codes)
+    return _frame(0xB0, body)
+
+
+def _enc_empty(p: PingReq | PingResp, _level: int) -> bytes:
+    return bytes([p.TYPE << 4, 0])
+
+
+def _enc_disconnect(p: Disconnect, level: int) -> bytes:
+    if level != MQTT_5:
+        return b"\xe0\x00"
+    return _frame(0xE0, _reason_and_properties(p.reason_code, p.properties, _D))
+
+
+def _enc_auth(p: Auth, level: int) -> bytes:
+    if level != MQTT_5:
+        raise ValueError("AUTH exists only in MQTT 5")
+    return _frame(0xF0, _reason_and_properties(p.reason_code, p.properties, _AU))
+
+
+_ENCODERS: Final[dict[int, Callable[[Any, int], bytes]]] = {
+    PacketType.CONNECT: _enc_connect,
+    PacketType.CONNACK: _enc_connack,
+    PacketType.PUBLISH: _enc_publish,
+    PacketType.PUBACK: _enc_ack,
+    PacketType.PUBREC: _enc_ack,
+    PacketType.PUBREL: _enc_ack,
+    PacketType.PUBCOMP: _enc_ack,
+    PacketType.SUBSCRIBE: _enc_subscribe,
+    PacketType.SUBACK: _enc_suback,
+    PacketType.UNSUBSCRIBE: _enc_unsubscribe,
+    PacketType.UNSUBACK: _enc_unsuback,
+    PacketType.PINGREQ: _enc_empty,
+    PacketType.PINGRESP: _enc_empty,
+    PacketType.DISCONNECT: _enc_disconnect,
+    PacketType.AUTH: _enc_auth,
+}
+
+# ---------------------------------------------------------------------------------------------
+# Framing
+# ---------------------------------------------------------------------------------------------
+
+Frame = tuple[int, bytes, int, int]
+
+
+class PacketBuffer:
+    """Cuts a byte stream into frames, whatever the chunk boundaries.
+
+    Args:
+        max_packet_size: the largest whole packet accepted; a larger one is refused as soon as its
+            fixed header has arrived, before its body is buffered.
+    """
+
+    __slots__ = ("_buf", "max_packet_size")
+
+    def __init__(self, max_packet_size: int = MAX_PACKET_SIZE) -> None:
+        self._buf = bytearray()
+        self.max_packet_size = max_packet_size
+
+    def __len__(self) -> int:
+        """Bytes held that do not yet form a whole packet."""
+        return len(self._buf)
+
+    def clear(self) -> None:
+        """Forget any partial packet (the connection it came from is gone)."""
+        self._buf.clear()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Add ``data`` and return the whole frames now available, in order.
+
+        Raises:
+            MalformedPacketError: a Remaining Length longer than four bytes.
+            ProtocolError: a packet larger than ``max_packet_size`` (reason 0x95).
+        """
+        buf = self._buf
+        if buf:
+            buf += data
+            data = bytes(buf)
+            buf.clear()
+        frames: list[Frame] = []
+        append = frames.append
+        pos = 0
+        size = len(data)
+        limit = self.max_packet_size
+        while pos < size:
+            # Decode the Remaining Length (section 2.1.4); at most four bytes [MQTT-1.5.5-1].
+            i = pos + 1
+            remaining = 0
+            shift = 0
+            while True:
+                if i >= size:
+                    remaining = -1
+                    break
+                byte = data[i]
+                i += 1
+                remaining |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+                if shift == 28:
+                    raise MalformedPacketError("Remaining Length longer than four bytes")
+            if remaining < 0:
+                break
+            start = i
+            end = start + remaining
+            if end - pos > limit:
+                raise ProtocolError(
+                    f"incoming packet of {end - pos} bytes exceeds the maximum packet size "
+                    f"of {limit} bytes",
+                    ReasonCode.PACKET_TOO_LARGE,
+                )
+            if end > size:
+                break
+            append((data[pos], data, start, end))
+            pos = end
+        if pos < size:
+            buf += data[pos:] if pos else data
+        return frames
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------
+
+
+def _utf8(raw: bytes) -> str:
+    # [MQTT-1.5.4-1] ill-formed UTF-8 (surrogates included) and [MQTT-1.5.4-2] U+0000 are
+    # malformed. Python's strict decoder rejects overlong forms and surrogates.
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedPacketError(f"invalid UTF-8 string: {exc.reason}") from None
+    if "\x00" in text:
+        raise MalformedPacketError("UTF-8 string contains U+0000 [MQTT-1.5.4-2]")
+    return text
+
+
+class _Reader:
+    """Sequential reads from ``data[pos:end]``; every read checks the bounds."""
+
+    __slots__ = ("data", "end", "pos")
+
+    def __init__(self, data: bytes, pos: int, end: int) -> None:
+        self.data = data
+        self.pos = pos
+        self.end = end
+
+    def left(self) -> int:
+        return self.end - self.pos
+
+    def _take(self, n: int) -> bytes:
+        pos = self.pos
+        if pos + n > self.end:
+            raise MalformedPacketError("packet shorter than its contents require")
+        self.pos = pos + n
+        return self.data[pos : pos + n]
+
+    def byte(self) -> int:
+        if self.pos >= self.end:
+            raise MalformedPacketError("packet shorter than its contents require")
+        value = self.data[self.pos]
+        self.pos += 1
+        return value
+
+    def u16(self) -> int:
+        value: int = _U16.unpack(self._take(2))[0]
+        return value
+
+    def u32(self) -> int:
+        value: int = _U32.unpack(self._take(4))[0]
+        return value
+
+    def varint(self) -> int:
+        value = 0
+        for shift in (0, 7, 14, 21):
+            byte = self.byte()
+            value |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return value
+        raise MalformedPacketError("Variable Byte Integer longer than four bytes")
+
+    def binary(self) -> bytes:
+        return self._take(self.u16())
+
+    def string(self) -> str:
+        return _utf8(self._take(self.u16()))
+
+    def properties(self, packet_type: int) -> Properties:
+        length = self.varint()
+        if length == 0:
+            return NO_PROPERTIES
+        end = self.pos + length
+        if end > self.end:
+            raise MalformedPacketError("property length exceeds the packet")
+        values: dict[str, Any] = {}
+        pairs: list[tuple[str, str]] = []
+        sids: list[int] = []
+        saved_end = self.end
+        self.end = end
+        while self.pos < end:
+            pid = self.varint()
+            spec = PROPERTIES.get(pid)
+            if spec is None:
+                raise MalformedPacketError(f"unknown property identifier 0x{pid:02X}")
+            name, ptype, allowed = spec
+            if packet_type not in allowed:
+                raise ProtocolError(
+                    f"property {name} is not allowed in {_packet_name(packet_type)}"
+                )
+            if ptype == PAIR:
+                pairs.append((self.string(), self.string()))
+                continue
+            value: Any
+            if ptype == BYTE:
+                value = self.byte()
+            elif ptype == TWO:
+                value = self.u16()
+            elif ptype == FOUR:
+                value = self.u32()
+            elif ptype == VARINT:
+                value = self.varint()
+            elif ptype == UTF8:
+                value = self.string()
+            else:
+                value = self.binary()
+            if pid in _BOOLEAN_PROPERTIES and value > 1:
+                raise ProtocolError(f"property {name} must be 0 or 1, got {value}")
+            if pid in _NONZERO_PROPERTIES and value == 0:
+                raise ProtocolError(f"property {name} must not be 0")
+            if pid == 0x0B:
+                # Several subscription identifiers may arrive in a PUBLISH [MQTT-3.3.4-?];
+                # a SUBSCRIBE carries at most one.
+                if sids and packet_type != _P:
+                    raise ProtocolError("subscription_identifier included more than once")
+                sids.append(value)
+                continue
+            if name in values:
+                raise ProtocolError(f"property {name} included more than once")
+            values[name] = value
+        self.end = saved_end
+        if sids:
+            values["subscription_identifier"] = tuple(sids)
+        if pairs:
+            values["user_property"] = tuple(pairs)
+        return Properties(**values)
+
+
+def decode(data: bytes, protocol_level: int = MQTT_3_1_1) -> Packet:
+    """Decode exactly one whole packet from ``data`` (tests, tools).
+
+    Raises:
+        MalformedPacketError: incomplete input, trailing bytes, or a malformed packet.
+        ProtocolError: a well-formed packet the protocol forbids.
+    """
+    buffer = PacketBuffer()
+    frames = buffer.feed(bytes(data))
+    if len(frames) != 1 or len(buffer):
+        raise MalformedPacketError("expected exactly one whole packet")
+    first, buf, start, end = frames[0]
+    return decode_packet(first, buf, start, end, protocol_level)
+
+
+def decode_packet(first: int, data: bytes, start: int, end: int, protocol_level: int) -> Packet:
+    """Decode the frame ``first`` + ``data[start:end]`` at the given protocol level.
+
+    CONNECT is decoded at the level it declares itself.
+
+    Raises:
+        MalformedPacketError: the bytes are not a valid packet of that type.
+        ProtocolError: a well-formed packet the protocol forbids (a property in the wrong packet).
+    """
+    ptype = first >> 4
+    if ptype == PacketType.PUBLISH:
+        return _dec_publish(first, data, start, end, protocol_level)
+    if ptype == 0 or (ptype == PacketType.AUTH and protocol_level != MQTT_5):
+        raise MalformedPacketError(f"reserved packet type {ptype}")
+    if first & 0x0F != REQUIRED_FLAGS[ptype]:
+        # [MQTT-2.1.3-1]
+        raise MalformedPacketError(
+            f"{PacketType(ptype).name} with reserved fixed-header flags 0x{first & 0x0F:X}"
+        )
+    reader = _Reader(data, start, end)
+    packet = _DECODERS[ptype](reader, protocol_level)
+    if reader.pos != end:
+        raise MalformedPacketError(f"{PacketType(ptype).name} has trailing bytes")
+    return packet
+
+
+def _dec_publish(first: int, data: bytes, start: int, end: int, level: int) -> Publish:
+    qos = (first >> 1) & 0x03
+    if qos == 3:
+        raise MalformedPacketError("PUBLISH with QoS 3 [MQTT-3.3.1-4]")
+    dup = bool(first & 0x08)
+    if dup and not qos:
+        raise MalformedPacketError("PUBLISH with DUP set at QoS 0 [MQTT-3.3.1-2]")
+    if end - start < 2:
+        raise MalformedPacketError("PUBLISH shorter than its topic length")
+    tlen = (data[start] << 8) | data[start + 1]
+    pos = start + 2 + tlen
+    if pos > end:
+        raise MalformedPacketError("PUBLISH topic longer than the packet")
+    topic = _utf8(data[start + 2 : pos])
+    if "+" in topic or "#" in topic:
+        raise MalformedPacketError("PUBLISH topic name contains a wildcard [MQTT-3.3.2-2]")
+    packet_id = None
+    if qos:
+        if pos + 2 > end:
+            raise MalformedPacketError("PUBLISH shorter than its packet identifier")
+        packet_id = (data[pos] << 8) | data[pos + 1]
+        if packet_id == 0:
+            raise MalformedPacketError("PUBLISH with packet identifier 0 [MQTT-2.2.1-3]")
+        pos += 2
+    props = NO_PROPERTIES
+    if level == MQTT_5:
+        if pos < end and data[pos] == 0:
+            pos += 1
+        else:
+            reader = _Reader(data, pos, end)
+            props = reader.properties(_P)
+            pos = reader.pos
+    if not topic and (level != MQTT_5 or props.topic_alias is None):
+        raise MalformedPacketError("PUBLISH with an empty topic name [MQTT-4.7.3-1]")
+    return Publish(topic, data[pos:end], qos, bool(first & 0x01), dup, packet_id, props)
+
+
+def _check_reason(code: int, ptype: int, level: int) -> int:
+    table = REASON_CODES if level == MQTT_5 else REASON_CODES_V3
+    if code not in table[ptype]:
+        raise MalformedPacketError(
+            f"reason code 0x{code:02X} is not valid in {PacketType(ptype).name}"
+        )
+    return code
+
+
+def _dec_connect(r: _Reader, _level: int) -> Connect:
+    name = r.binary()
+    level = r.byte()
+    if _PROTOCOL_NAMES.get(level) != name:
+        # [MQTT-3.1.2-1] / [MQTT-3.1.2-2]; a server answers 0x84 / return code 1.
+        raise MalformedPacketError(f"unsupported protocol name {name!r} / level {level}")
+    flags = r.byte()
+    if flags & 0x01:
+        raise MalformedPacketError("CONNECT reserved flag set [MQTT-3.1.2-3]")
+    will_flag = bool(flags & 0x04)
+    will_qos = (flags >> 3) & 0x03
+    will_retain = bool(flags & 0x20)
+    if not will_flag and (will_qos or will_retain):
+        raise MalformedPacketError("CONNECT will QoS/retain set without will flag [MQTT-3.1.2-11]")
+    if will_qos == 3:
+        raise MalformedPacketError("CONNECT will QoS 3 [MQTT-3.1.2-12]")
+    has_user, has_pass = bool(flags & 0x80), bool(flags & 0x40)
+    if level != MQTT_5 and has_pass and not has_user:
+        raise MalformedPacketError("CONNECT password without user name [MQTT-3.1.2-22]")
+    keepalive = r.u16()
+    props = r.properties(_C) if level == MQTT_5 else NO_PROPERTIES
+    client_id = r.string()
+    will = None
+    if will_flag:
+        will_props = r.properties(WILL) if level == MQTT_5 else NO_PROPERTIES
+        topic = r.string()
+        will = Will(topic, r.binary(), will_qos, will_retain, will_props)
+    username = r.string() if has_user else None
+    password = r.binary() if has_pass else None
+    return Connect(
+        client_id, level, bool(flags & 0x02), keepalive, username, password, will, props
+    )
+
+
+def _dec_connack(r: _Reader, level: int) -> ConnAck:
+    flags = r.byte()
+    if flags & 0xFE:
+        raise MalformedPacketError("CONNACK reserved flags set [MQTT-3.2.2-1]")
+    code = _check_reason(r.byte(), _CA, level)
+    props = r.properties(_CA) if level == MQTT_5 else NO_PROPERTIES
+    if flags and code != 0:
+        # [MQTT-3.2.2-6]: Session Present must be 0 with a non-zero return code.
+        raise MalformedPacketError("CONNACK session present set with a failure code")
+    return ConnAck(bool(flags), code, props)
+
+
+def _packet_id(r: _Reader) -> int:
+    packet_id = r.u16()
+    if packet_id == 0:
+        raise MalformedPacketError("packet identifier 0 [MQTT-2.2.1-3]")
+    return packet_id
+
+
+def _dec_ack(cls: type[PubAck | PubRec | PubRel | PubComp]) -> Callable[[_Reader, int], Packet]:
+    def decoder(r: _Reader, level: int) -> Packet:
+        packet_id = _packet_id(r)
+        if level != MQTT_5 or not r.left():
+            return cls(packet_id)
+        code = _check_reason(r.byte(), cls.TYPE, level)
+        props = r.properties(cls.TYPE) if r.left() else NO_PROPERTIES
+        return cls(packet_id, code, props)
+
+    return decoder
+
+
+def _dec_subscribe(r: _Reader, level: int) -> Subscribe:
+    packet_id = _packet_id(r)
+    props = r.properties(_S) if level == MQTT_5 else NO_PROPERTIES
+    subs = []
+    while r.left():
+        topic_filter = r.string()
+        options = r.byte()
+        qos = options & 0x03
+        if qos == 3:
+            raise MalformedPacketError("SUBSCRIBE with QoS 3 [MQTT-3.8.3-2]")
+        if level == MQTT_5:
+            retain_handling = (options >> 4) & 0x03
+            if options & 0xC0 or retain_handling == 3:
+                raise MalformedPacketError("SUBSCRIBE options reserved bits set [MQTT-3.8.3-5]")
+            subs.append(
+                Subscription(
+                    topic_filter, qos, bool(options & 0x04), bool(options & 0x08), retain_handling
+                )
+            )
+        else:
+            if options & 0xFC:
+                raise MalformedPacketError("SUBSCRIBE reserved bits set [MQTT-3-8.3-4]")
+            subs.append(Subscription(topic_filter, qos))
+    if not subs:
+        raise MalformedPacketError("SUBSCRIBE without a topic filter [MQTT-3.8.3-2]")
+    return Subscribe(packet_id, tuple(subs), props)
+
+
+def _dec_suback(r: _Reader, level: int) -> SubAck:
+    packet_id = _packet_id(r)
+    props = r.properties(_SA) if level == MQTT_5 else NO_PROPERTIES
+    codes = tuple(_check_reason(c, _SA, level) for c in r._take(r.left()))
+    if not codes:
+        raise MalformedPacketError("SUBACK without a return code")
+    return SubAck(packet_id, codes, props)
+
+
+def _dec_unsubscribe(r: _Reader, level: int) -> Unsubscribe:
+    packet_id = _packet_id(r)
+    props = r.properties(_U) if level == MQTT_5 else NO_PROPERTIES
+    filters = []
+    while r.left():
+        filters.append(r.string())
+    if not filters:
+        raise MalformedPacketError("UNSUBSCRIBE without a topic filter [MQTT-3.10.3-2]")
+    return Unsubscribe(packet_id, tuple(filters), props)
+
+
+def _dec_unsuback(r: _Reader, level: int) -> UnsubAck:
+    packet_id = _packet_id(r)
+    if level != MQTT_5:
+        return UnsubAck(packet_id)
+    props = r.properties(_UA)
+    codes = tuple(_check_reason(c, _UA, level) for c in r._take(r.left()))
+    if not codes:
+        raise MalformedPacketError("UNSUBACK without a reason code")
+    return UnsubAck(packet_id, codes, props)
+
+
+def _dec_pingreq(_r: _Reader, _level: int) -> PingReq:
+    return PingReq()
+
+
+def _dec_pingresp(_r: _Reader, _level: int) -> PingResp:
+    return PingResp()
+
+
+def _dec_disconnect(r: _Reader, level: int) -> Disconnect:
+    if level != MQTT_5 or not r.left():
+        return Disconnect()
+    code = _check_reason(r.byte(), _D, level)
+    props = r.properties(_D) if r.left() else NO_PROPERTIES
+    return Disconnect(code, props)
+
+
+def _dec_auth(r: _Reader, level: int) -> Auth:
+    if not r.left():
+        return Auth()
+    code = _check_reason(r.byte(), _AU, level)
+    props = r.properties(_AU) if r.left() else NO_PROPERTIES
+    return Auth(code, props)
+
+
+_DECODERS: Final[dict[int, Callable[[_Reader, int], Packet]]] = {
+    PacketType.CONNECT: _dec_connect,
+    PacketType.CONNACK: _dec_connack,
+    PacketType.PUBACK: _dec_ack(PubAck),
+    PacketType.PUBREC: _dec_ack(PubRec),
+    PacketType.PUBREL: _dec_ack(PubRel),
+    PacketType.PUBCOMP: _dec_ack(PubComp),
+    PacketType.SUBSCRIBE: _dec_subscribe,
+    PacketType.SUBACK: _dec_suback,
+    PacketType.UNSUBSCRIBE: _dec_unsubscribe,
+    PacketType.UNSUBACK: _dec_unsuback,
+    PacketType.PINGREQ: _dec_pingreq,
+    PacketType.PINGRESP: _dec_pingresp,
+    PacketType.DISCONNECT: _dec_disconnect,
+    PacketType.AUTH: _dec_auth,
+}

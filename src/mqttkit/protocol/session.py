@@ -1,0 +1,1324 @@
+"""ClientSession: the MQTT client state machine, sans I/O.
+
+Theory of operation
+-------------------
+A :class:`ClientSession` is one MQTT *session*: it outlives network connections. The driver
+tells it when a connection is made (:meth:`connection_made`) and lost (:meth:`connection_lost`),
+feeds it the bytes that arrive (:meth:`receive_data`), sends what :meth:`data_to_send` returns,
+and reacts to :meth:`events_received`. Time is passed in as ``now`` (seconds, any monotonic
+origin); :meth:`next_deadline` says when :meth:`handle_timer` must be called. The session never
+reads a clock, never touches a socket and never raises from the receive path: whatever the broker
+sends, the outcome is events, bytes to send and possibly a :class:`ConnectionClosing` event
+carrying the cause.
+
+States (:class:`State`)::
+
+    DISCONNECTED --connection_made--> CONNECTING --CONNACK ok--> CONNECTED
+         ^                                 |  CONNACK refused,        |  disconnect(), protocol
+         |                                 |  protocol error          |  error, keepalive timeout,
+         |                                 v                          v  server DISCONNECT
+         +--------connection_lost------ CLOSING <---------------------+
+
+Which packets may arrive in which state is the table ``_ACCEPTED``; anything else, and any
+packet a server may never send, is a protocol error.
+
+Outgoing work (PUBLISH, SUBSCRIBE, UNSUBSCRIBE) goes through one FIFO queue so the broker sees
+it in the order the application asked. A packet identifier is allocated when a packet leaves the
+queue for the wire, never reused while in flight, and wraps from 65,535 to 1. QoS 1/2 PUBLISH
+leave the queue only while the in-flight window (our ``max_inflight``, MQTT 5: the broker's
+Receive Maximum) has room. Every QoS 1/2 message is written to the outgoing store before its bytes
+leave, and removed when its flow completes, so a durable store can finish the flow after a
+restart. On reconnect with the session kept, unacknowledged PUBLISH are resent with DUP and
+PUBREL re-sent [MQTT-4.4.0-1]; when the broker lost the session, unacknowledged messages are sent
+again as new messages (nothing lost) and subscriptions are restored.
+
+Incoming QoS 1/2 messages are acknowledged only after the application acknowledges them
+(:meth:`acknowledge`, which the fronts call once the handler has run), in the order they arrived
+[MQTT-4.6.0-2, -3]. An incoming QoS 2 id stays in the incoming store from the application's
+acknowledgement until PUBREL, so a resent PUBLISH is answered but never delivered twice.
+
+Keepalive: PINGREQ goes out when nothing was sent or nothing was received for ``keepalive``
+seconds; if nothing at all arrives within ``keepalive / 2`` after it, the link is dead. A dead
+link is therefore noticed within 1.5 x keepalive of the last packet received.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from . import codec
+from .errors import (
+    ConnectionRefusedError,
+    InvalidArgumentError,
+    InvalidQoSError,
+    KeepaliveTimeoutError,
+    MalformedPacketError,
+    MQTTError,
+    PacketTooLargeError,
+    PayloadTypeError,
+    ProtocolError,
+    PublishError,
+    QueueFullError,
+    ReasonCode,
+    ServerDisconnectError,
+    SubscribeError,
+    UnsubscribeError,
+)
+from .packets import (
+    MQTT_3_1,
+    MQTT_3_1_1,
+    MQTT_5,
+    NO_PROPERTIES,
+    Auth,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PacketType,
+    PingReq,
+    PingResp,
+    Properties,
+    PubAck,
+    PubComp,
+    PubRec,
+    PubRel,
+    Publish,
+    SubAck,
+    Subscribe,
+    Subscription,
+    UnsubAck,
+    Unsubscribe,
+    Will,
+)
+from .store import MemoryStore, Store
+from .topics import parse_shared, validate_topic_filter, validate_topic_name
+
+__all__ = [
+    "Ack",
+    "AuthReceived",
+    "ClientSession",
+    "ConnectionClosing",
+    "ConnectionRefused",
+    "Connected",
+    "Event",
+    "MessageReceived",
+    "PacketReceived",
+    "PacketSent",
+    "PublishCompleted",
+    "PublishRequest",
+    "ServerDisconnected",
+    "SessionConfig",
+    "State",
+    "SubscribeCompleted",
+    "SubscribeRequest",
+    "UnsubscribeCompleted",
+    "UnsubscribeRequest",
+    "normalize_payload",
+    "prepare_publish",
+    "prepare_subscribe",
+    "prepare_unsubscribe",
+]
+
+log = logging.getLogger("mqttkit")
+
+_U16 = struct.Struct("!H")
+
+
+class State(enum.Enum):
+    """Where the current network connection stands."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSING = "closing"
+
+
+# Packets a server may send, by state; anything else is a protocol error. [MQTT-3.1.4-?]: the
+# first packet from the server is CONNACK (or AUTH during extended authentication).
+_ACCEPTED: Final[dict[State, frozenset[int]]] = {
+    State.CONNECTING: frozenset({PacketType.CONNACK, PacketType.AUTH}),
+    State.CONNECTED: frozenset(
+        {
+            PacketType.PUBLISH,
+            PacketType.PUBACK,
+            PacketType.PUBREC,
+            PacketType.PUBREL,
+            PacketType.PUBCOMP,
+            PacketType.SUBACK,
+            PacketType.UNSUBACK,
+            PacketType.PINGRESP,
+            PacketType.DISCONNECT,
+            PacketType.AUTH,
+        }
+    ),
+}
+#: Packets only a client sends.
+_CLIENT_ONLY: Final = frozenset(
+    {PacketType.CONNECT, PacketType.SUBSCRIBE, PacketType.UNSUBSCRIBE, PacketType.PINGREQ}
+)
+
+# ---------------------------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------------------------
+
+
+class Event:
+    """Base class of session events."""
+
+    __slots__ = ()
+
+
+@dataclass(slots=True)
+class Connected(Event):
+    """CONNACK accepted the connection."""
+
+    connack: ConnAck
+
+
+@dataclass(slots=True)
+class ConnectionRefused(Event):
+    """CONNACK refused the connection; a :class:`ConnectionClosing` follows."""
+
+    connack: ConnAck
+    error: ConnectionRefusedError
+
+
+@dataclass(slots=True)
+class MessageReceived(Event):
+    """An application message arrived. Pass ``ack`` to :meth:`ClientSession.acknowledge` once
+    the application has it (None for QoS 0)."""
+
+    message: Publish
+    ack: Ack | None
+
+
+@dataclass(slots=True)
+class PublishCompleted(Event):
+    """The flow of an outgoing message finished (QoS 0: written)."""
+
+    token: Any
+    error: MQTTError | None = None
+    reason_code: int = 0
+
+
+@dataclass(slots=True)
+class SubscribeCompleted(Event):
+    """SUBACK arrived (``error`` set when every filter failed)."""
+
+    token: Any
+    subscriptions: tuple[Subscription, ...]
+    reason_codes: tuple[int, ...]
+    error: MQTTError | None = None
+
+
+@dataclass(slots=True)
+class UnsubscribeCompleted(Event):
+    """UNSUBACK arrived."""
+
+    token: Any
+    topic_filters: tuple[str, ...]
+    reason_codes: tuple[int, ...]
+    error: MQTTError | None = None
+
+
+@dataclass(slots=True)
+class ServerDisconnected(Event):
+    """The server sent DISCONNECT (MQTT 5); a :class:`ConnectionClosing` follows."""
+
+    packet: Disconnect
+
+
+@dataclass(slots=True)
+class AuthReceived(Event):
+    """The server sent AUTH (MQTT 5 extended authentication)."""
+
+    packet: Auth
+
+
+@dataclass(slots=True)
+class ConnectionClosing(Event):
+    """The session wants the connection closed once :meth:`data_to_send` has been written.
+
+    ``error`` is None for our own orderly DISCONNECT.
+    """
+
+    error: MQTTError | None
+
+
+@dataclass(slots=True)
+class PacketSent(Event):
+    """A packet was queued for sending (only with ``trace_packets``)."""
+
+    packet: Packet
+
+
+@dataclass(slots=True)
+class PacketReceived(Event):
+    """A packet arrived (only with ``trace_packets``)."""
+
+    packet: Packet
+
+
+class Ack:
+    """The pending acknowledgement of one incoming QoS 1/2 message."""
+
+    __slots__ = ("done", "generation", "packet_id", "qos")
+
+    def __init__(self, packet_id: int, qos: int, generation: int) -> None:
+        self.packet_id = packet_id
+        self.qos = qos
+        self.generation = generation
+        self.done = False
+
+    def __repr__(self) -> str:
+        return f"<Ack packet_id={self.packet_id} qos={self.qos} done={self.done}>"
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests: validated in the caller's thread, executed by the session
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    """A validated PUBLISH, ready to encode once it has a packet identifier."""
+
+    topic: str
+    topic_bytes: bytes
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: Properties
+    properties_bytes: bytes | None
+    """The encoded property block for MQTT 5, None for 3.x."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeRequest:
+    """A validated SUBSCRIBE."""
+
+    subscriptions: tuple[Subscription, ...]
+    properties: Properties = NO_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeRequest:
+    """A validated UNSUBSCRIBE."""
+
+    topic_filters: tuple[str, ...]
+    properties: Properties = NO_PROPERTIES
+
+
+def normalize_payload(payload: object) -> bytes:
+    """str (UTF-8), bytes, bytearray or memoryview to bytes.
+
+    Raises:
+        PayloadTypeError: any other type.
+    """
+    if type(payload) is bytes:
+        return payload
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    if isinstance(payload, bytes | bytearray | memoryview):
+        # A copy: the caller may change a bytearray after publish() returns.
+        return bytes(payload)
+    raise PayloadTypeError(
+        f"payload must be str, bytes, bytearray or memoryview, not {type(payload).__name__}"
+        " (encode it first, e.g. json.dumps(obj) or str(number))"
+    )
+
+
+def _check_qos(qos: object) -> int:
+    if type(qos) is not int or not 0 <= qos <= 2:  # bool is not a QoS
+        raise InvalidQoSError(f"QoS must be 0, 1 or 2, not {qos!r}")
+    return qos
+
+
+def _check_properties(props: object, level: int, what: str) -> Properties:
+    if props is None or props is NO_PROPERTIES:
+        return NO_PROPERTIES
+    if not isinstance(props, Properties):
+        raise InvalidArgumentError(
+            f"{what} properties must be an mqttkit.Properties, not {type(props).__name__}"
+        )
+    if props and level != MQTT_5:
+        raise InvalidArgumentError(
+            f"{what} properties need MQTT 5; this client speaks protocol level {level} "
+            "(pass protocol_version=5)"
+        )
+    return props
+
+
+def prepare_publish(
+    topic: object,
+    payload: object,
+    qos: object = 0,
+    retain: object = False,
+    properties: object = None,
+    protocol_level: int = MQTT_3_1_1,
+) -> PublishRequest:
+    """Validate a publish and encode its parts. Pure: safe from any thread.
+
+    Raises:
+        InvalidTopicError: bad topic name.
+        InvalidQoSError: QoS not 0, 1, 2.
+        PayloadTypeError: payload of a type that is not bytes-like or str.
+        InvalidArgumentError: MQTT 5 properties on an older protocol, or invalid properties.
+        PacketTooLargeError: larger than the protocol allows.
+    """
+    props = _check_properties(properties, protocol_level, "publish")
+    if isinstance(topic, str) and topic == "" and props.topic_alias is not None:
+        topic_bytes = b""  # an empty topic name with a topic alias [MQTT-3.3.2-?]
+    else:
+        topic_bytes = validate_topic_name(topic)  # type: ignore[arg-type]
+    data = normalize_payload(payload)
+    qos = _check_qos(qos)
+    props_bytes: bytes | None = None
+    if protocol_level == MQTT_5:
+        try:
+            props_bytes = codec.encode_properties(props, PacketType.PUBLISH)
+        except (ValueError, TypeError, struct.error) as exc:
+            raise InvalidArgumentError(f"invalid publish properties: {exc}") from None
+    size = len(topic_bytes) + len(data) + 4 + (len(props_bytes) if props_bytes else 0)
+    if size > codec.MAX_REMAINING_LENGTH:
+        raise PacketTooLargeError(
+            f"a PUBLISH of {size:,} bytes exceeds MQTT's limit of 268,435,455 bytes"
+        )
+    return PublishRequest(
+        topic, topic_bytes, data, qos, bool(retain), props, props_bytes  # type: ignore[arg-type]
+    )
+
+
+def prepare_subscribe(
+    subscriptions: tuple[Subscription, ...],
+    properties: object = None,
+    protocol_level: int = MQTT_3_1_1,
+) -> SubscribeRequest:
+    """Validate a SUBSCRIBE. Pure: safe from any thread.
+
+    Raises:
+        InvalidTopicError, InvalidQoSError, InvalidArgumentError: what to fix is in the message.
+    """
+    if not subscriptions:
+        raise InvalidArgumentError("subscribe needs at least one topic filter [MQTT-3.8.3-2]")
+    props = _check_properties(properties, protocol_level, "subscribe")
+    for sub in subscriptions:
+        validate_topic_filter(sub.topic_filter)
+        _check_qos(sub.qos)
+        v5_options = sub.no_local or sub.retain_as_published or sub.retain_handling
+        if v5_options and protocol_level != MQTT_5:
+            raise InvalidArgumentError(
+                "no_local, retain_as_published and retain_handling need MQTT 5 "
+                "(pass protocol_version=5)"
+            )
+        if sub.retain_handling not in (0, 1, 2):
+            raise InvalidArgumentError(
+                f"retain_handling must be 0, 1 or 2, not {sub.retain_handling!r}"
+            )
+        if sub.no_local and parse_shared(sub.topic_filter):
+            # [MQTT-3.8.3-4]
+            raise InvalidArgumentError("no_local cannot be set on a shared subscription")
+    for sid in props.subscription_identifier:
+        if not 1 <= sid <= codec.MAX_REMAINING_LENGTH:
+            raise InvalidArgumentError(
+                f"subscription identifier must be 1..268,435,455, not {sid}"
+            )
+    if len(props.subscription_identifier) > 1:
+        raise InvalidArgumentError("a SUBSCRIBE carries at most one subscription identifier")
+    try:
+        codec.encode_properties(props, PacketType.SUBSCRIBE)
+    except (ValueError, TypeError, struct.error) as exc:
+        raise InvalidArgumentError(f"invalid subscribe properties: {exc}") from None
+    return SubscribeRequest(tuple(subscriptions), props)
+
+
+def prepare_unsubscribe(
+    topic_filters: tuple[str, ...],
+    properties: object = None,
+    protocol_level: int = MQTT_3_1_1,
+) -> UnsubscribeRequest:
+    """Validate an UNSUBSCRIBE. Pure: safe from any thread.
+
+    Raises:
+        InvalidTopicError, InvalidArgumentError: what to fix is in the message.
+    """
+    if not topic_filters:
+        raise InvalidArgumentError("unsubscribe needs at least one topic filter [MQTT-3.10.3-2]")
+    props = _check_properties(properties, protocol_level, "unsubscribe")
+    for topic_filter in topic_filters:
+        validate_topic_filter(topic_filter)
+    try:
+        codec.encode_properties(props, PacketType.UNSUBSCRIBE)
+    except (ValueError, TypeError, struct.error) as exc:
+        raise InvalidArgumentError(f"invalid unsubscribe properties: {exc}") from None
+    return UnsubscribeRequest(tuple(topic_filters), props)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SessionConfig:
+    """What the session needs to know; built by the options layer."""
+
+    client_id: str = ""
+    """Client identifier sent in CONNECT."""
+    protocol_level: int = MQTT_3_1_1
+    """3 (MQTT 3.1), 4 (MQTT 3.1.1) or 5 (MQTT 5.0)."""
+    clean_start: bool = True
+    """Start a new session on every connection (3.1.1: Clean Session)."""
+    keepalive: int = 10
+    """Seconds; 0 disables keepalive."""
+    username: str | None = None
+    """User name for CONNECT."""
+    password: bytes | None = field(default=None, repr=False)
+    """Password for CONNECT; never logged."""
+    will: Will | None = None
+    """Last Will and Testament."""
+    properties: Properties = NO_PROPERTIES
+    """MQTT 5 CONNECT properties (session expiry, receive maximum...)."""
+    max_inflight: int = 65_535
+    """Most outgoing QoS 1/2 PUBLISH awaiting acknowledgement at once."""
+    max_queued: int = 100_000
+    """Most messages waiting to be sent (offline, or behind a full window)."""
+    max_packet_size: int = codec.MAX_PACKET_SIZE
+    """Largest incoming packet accepted (bytes); larger ones close the connection."""
+    outgoing_store: Store = field(default_factory=MemoryStore)
+    """Holds outgoing QoS 1/2 messages until their flow completes."""
+    incoming_store: Store = field(default_factory=MemoryStore)
+    """Holds incoming QoS 2 packet ids between PUBREC and PUBREL."""
+    trace_packets: bool = False
+    """Emit PacketSent / PacketReceived events."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The session
+# ---------------------------------------------------------------------------------------------
+
+# What an outgoing queue entry is.
+_PUBLISH, _SUBSCRIBE, _UNSUBSCRIBE = 1, 2, 3
+# Where a QoS 1/2 PUBLISH stands.
+_QUEUED, _SENT, _RELEASED = 0, 1, 2
+
+
+class _Entry:
+    """One outgoing PUBLISH, SUBSCRIBE or UNSUBSCRIBE."""
+
+    __slots__ = ("data", "id_offset", "kind", "packet_id", "qos", "request", "seq", "state", "token")
+
+    def __init__(self, kind: int, seq: int, qos: int, request: Any, token: Any) -> None:
+        self.kind = kind
+        self.seq = seq
+        self.qos = qos
+        self.request = request
+        self.token = token
+        self.packet_id = 0
+        self.state = _QUEUED
+        self.data = b""
+        self.id_offset = -1
+
+
+def _publish_id_offset(data: bytes) -> int:
+    # Position of the packet identifier in an encoded QoS 1/2 PUBLISH: after the fixed header
+    # and the topic name.
+    i = 1
+    while data[i] & 0x80:
+        i += 1
+    i += 1
+    return i + 2 + ((data[i] << 8) | data[i + 1])
+
+
+class ClientSession:
+    """The MQTT client protocol state machine. See the module docstring.
+
+    Args:
+        config: settings; the session keeps the object and reads it on each connection.
+    """
+
+    def __init__(self, config: SessionConfig | None = None) -> None:
+        self.config = config if config is not None else SessionConfig()
+        self.state = State.DISCONNECTED
+        #: The cause of the last connection's end, if it was an error.
+        self.error: MQTTError | None = None
+        #: Filters subscribed (from SUBACK), restored when the broker lost the session.
+        self.subscriptions: dict[str, Subscription] = {}
+        #: The last CONNACK accepted.
+        self.connack: ConnAck | None = None
+        self._out: list[bytes] = []
+        self._events: list[Event] = []
+        self._buffer = codec.PacketBuffer(self.config.max_packet_size)
+        self._queue: deque[_Entry] = deque()
+        self._inflight: dict[int, _Entry] = {}  # QoS 1/2 PUBLISH by packet id, in send order
+        self._requests: dict[int, _Entry] = {}  # SUBSCRIBE / UNSUBSCRIBE by packet id
+        self._next_id = 1
+        self._seq = 0
+        self._acks: deque[Ack] = deque()
+        self._ack_by_id: dict[int, Ack] = {}
+        self._received_qos2: set[int] = set()
+        self._generation = 0
+        # Per-connection values, set by _reset_connection().
+        self._level = self.config.protocol_level
+        self._window = self.config.max_inflight
+        self._max_out_packet = codec.MAX_PACKET_SIZE
+        self._max_qos = 2
+        self._retain_available = True
+        self._keepalive = float(self.config.keepalive)
+        self._aliases: dict[int, str] = {}
+        self._alias_max = 0
+        self._receive_max = 65_535
+        self._last_sent = 0.0
+        self._last_received = 0.0
+        self._ping_sent: float | None = None
+        self._restore()
+
+    # -- inspection -----------------------------------------------------------------------------
+
+    @property
+    def protocol_level(self) -> int:
+        """The protocol level of the current (or next) connection."""
+        return self._level
+
+    @property
+    def connected(self) -> bool:
+        """True between an accepted CONNACK and the end of that connection."""
+        return self.state is State.CONNECTED
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting to be sent."""
+        return len(self._queue)
+
+    @property
+    def inflight(self) -> int:
+        """Outgoing QoS 1/2 PUBLISH sent and not yet completely acknowledged."""
+        return len(self._inflight)
+
+    @property
+    def pending(self) -> int:
+        """Outgoing work not finished: queued, in flight, and awaiting SUBACK/UNSUBACK."""
+        return len(self._queue) + len(self._inflight) + len(self._requests)
+
+    @property
+    def unacknowledged(self) -> int:
+        """Incoming QoS 1/2 messages the application has not acknowledged yet."""
+        return len(self._ack_by_id)
+
+    # -- I/O interface ---------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the transport now (may be empty). Clears the buffer."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def events_received(self) -> list[Event]:
+        """Events since the last call, in order. Clears the list."""
+        events = self._events
+        if events:
+            self._events = []
+        return events
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` must be called next, or None."""
+        if self.state is not State.CONNECTED or not self._keepalive:
+            return None
+        if self._ping_sent is not None:
+            return self._ping_sent + self._keepalive / 2
+        return min(self._last_sent, self._last_received) + self._keepalive
+
+    def handle_timer(self, now: float) -> None:
+        """Run time-based work: keepalive PINGREQ and dead-link detection."""
+        if self.state is not State.CONNECTED or not self._keepalive:
+            return
+        if self._ping_sent is not None:
+            if self._last_received >= self._ping_sent:
+                self._ping_sent = None
+            elif now >= self._ping_sent + self._keepalive / 2:
+                self._close(
+                    KeepaliveTimeoutError(
+                        f"no answer from the broker within {self._keepalive * 1.5:g} s "
+                        f"(1.5 x keepalive {self._keepalive:g} s); the connection is dead"
+                    ),
+                    ReasonCode.KEEP_ALIVE_TIMEOUT,
+                    send_disconnect=False,
+                )
+                return
+        if self._ping_sent is None and now >= min(self._last_sent, self._last_received) + (
+            self._keepalive
+        ):
+            self._send(b"\xc0\x00", now, PingReq())
+            self._ping_sent = now
+
+    def connection_made(self, now: float) -> None:
+        """A transport is open: send CONNECT."""
+        if self.state is not State.DISCONNECTED:
+            raise RuntimeError(f"connection_made() in state {self.state.name}")
+        self._reset_connection()
+        self.state = State.CONNECTING
+        self.error = None
+        cfg = self.config
+        connect = Connect(
+            client_id=cfg.client_id,
+            protocol_level=cfg.protocol_level,
+            clean_start=cfg.clean_start,
+            keepalive=cfg.keepalive,
+            username=cfg.username,
+            password=cfg.password,
+            will=cfg.will,
+            properties=cfg.properties if cfg.protocol_level == MQTT_5 else NO_PROPERTIES,
+        )
+        self._send(codec.encode_packet(connect, cfg.protocol_level), now, connect)
+        self._last_received = now
+
+    def connection_lost(self, now: float, error: MQTTError | None = None) -> None:
+        """The transport is closed. In-flight state is kept for the next connection."""
+        del now
+        if self.state is State.DISCONNECTED:
+            return
+        if self.error is None:
+            self.error = error
+        self.state = State.DISCONNECTED
+        self._out = []
+        self._buffer.clear()
+        self._ping_sent = None
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Bytes arrived from the broker. Never raises."""
+        if self.state not in (State.CONNECTING, State.CONNECTED) or not data:
+            return
+        self._last_received = now
+        try:
+            frames = self._buffer.feed(data)
+            for first, buf, start, end in frames:
+                packet = codec.decode_packet(first, buf, start, end, self._level)
+                if self.config.trace_packets:
+                    self._events.append(PacketReceived(packet))
+                self._handle(packet, now)
+                if self.state is State.CLOSING:
+                    break
+        except ProtocolError as exc:
+            self._close(exc, exc.reason_code)
+        except Exception as exc:  # a bug of ours must not escape into the driver
+            log.exception("internal error while handling incoming data")
+            error = ProtocolError(
+                f"internal error: {exc!r}", ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
+            )
+            error.__cause__ = exc
+            self._close(error, ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR)
+
+    # -- application interface -----------------------------------------------------------------
+
+    def publish(self, request: PublishRequest, now: float, token: Any = None) -> None:
+        """Queue a message; it is sent at once when connected and the window has room.
+
+        Completion is reported by a :class:`PublishCompleted` event carrying ``token``.
+
+        Raises:
+            QueueFullError: ``max_queued`` messages are already waiting.
+            PacketTooLargeError: larger than the broker's Maximum Packet Size.
+            InvalidArgumentError: properties with an older protocol level.
+        """
+        if (request.properties_bytes is None) == (self._level == MQTT_5):
+            raise InvalidArgumentError(
+                f"this request was prepared for another protocol level than {self._level}"
+            )
+        connected = self.state is State.CONNECTED
+        if connected:
+            self._check_sendable(request)
+        self._seq += 1
+        entry = _Entry(_PUBLISH, self._seq, request.qos, request, token)
+        queue = self._queue
+        if connected and not queue and (not request.qos or len(self._inflight) < self._window):
+            self._send_publish(entry, now)
+            return
+        if len(queue) >= self.config.max_queued:
+            raise QueueFullError(
+                f"{len(queue)} messages are already waiting to be sent (max_queued="
+                f"{self.config.max_queued}); wait for the connection or raise max_queued"
+            )
+        if request.qos:
+            entry.data = self._encode_publish(request, 0, False)
+            self.config.outgoing_store.put(entry.seq, entry.data)
+        queue.append(entry)
+
+    def subscribe(self, request: SubscribeRequest, now: float, token: Any = None) -> None:
+        """Queue a SUBSCRIBE; a :class:`SubscribeCompleted` event carries ``token``."""
+        self._seq += 1
+        self._queue.append(_Entry(_SUBSCRIBE, self._seq, 0, request, token))
+        self._pump(now)
+
+    def unsubscribe(self, request: UnsubscribeRequest, now: float, token: Any = None) -> None:
+        """Queue an UNSUBSCRIBE; an :class:`UnsubscribeCompleted` event carries ``token``."""
+        self._seq += 1
+        self._queue.append(_Entry(_UNSUBSCRIBE, self._seq, 0, request, token))
+        self._pump(now)
+
+    def acknowledge(self, ack: Ack, now: float) -> None:
+        """The application has the message of ``ack``: send PUBACK/PUBREC, in arrival order."""
+        if ack.done or ack.generation != self._generation:
+            return
+        ack.done = True
+        acks = self._acks
+        while acks and acks[0].done:
+            done = acks.popleft()
+            packet_id = done.packet_id
+            del self._ack_by_id[packet_id]
+            if done.qos == 2:
+                self.config.incoming_store.put(packet_id, b"")
+                self._received_qos2.add(packet_id)
+                if self.state is State.CONNECTED:
+                    self._send(b"\x50\x02" + _U16.pack(packet_id), now, PubRec(packet_id))
+            elif self.state is State.CONNECTED:
+                self._send(b"\x40\x02" + _U16.pack(packet_id), now, PubAck(packet_id))
+
+    def disconnect(
+        self, now: float, reason_code: int = 0, properties: Properties = NO_PROPERTIES
+    ) -> None:
+        """Send DISCONNECT and ask for the connection to close."""
+        if self.state not in (State.CONNECTED, State.CONNECTING):
+            return
+        packet = Disconnect(reason_code, properties)
+        self._send(codec.encode_packet(packet, self._level), now, packet)
+        self.state = State.CLOSING
+        self._events.append(ConnectionClosing(None))
+
+    def send_auth(
+        self, now: float, reason_code: int = 0, properties: Properties = NO_PROPERTIES
+    ) -> None:
+        """Send AUTH (MQTT 5 extended authentication)."""
+        if self._level != MQTT_5:
+            raise InvalidArgumentError("AUTH needs MQTT 5")
+        packet = Auth(reason_code, properties)
+        self._send(codec.encode_packet(packet, MQTT_5), now, packet)
+
+    def fail_pending(self, error: MQTTError) -> None:
+        """Complete every unfinished operation with ``error`` (the client is closing).
+
+        QoS 1/2 messages stay in the outgoing store: a durable store still has them for the
+        next run.
+        """
+        for entry in list(self._queue) + list(self._inflight.values()) + list(
+            self._requests.values()
+        ):
+            self._complete(entry, error)
+        self._queue.clear()
+        self._inflight.clear()
+        self._requests.clear()
+
+    # -- internals: sending ----------------------------------------------------------------------
+
+    def _send(self, data: bytes, now: float, packet: Packet | None = None) -> None:
+        self._out.append(data)
+        self._last_sent = now
+        if self.config.trace_packets and packet is not None:
+            self._events.append(PacketSent(packet))
+
+    def _encode_publish(self, request: PublishRequest, packet_id: int, dup: bool) -> bytes:
+        return codec.encode_publish(
+            request.topic_bytes,
+            request.payload,
+            request.qos,
+            request.retain,
+            dup,
+            packet_id,
+            request.properties_bytes,
+        )
+
+    def _check_sendable(self, request: PublishRequest) -> None:
+        # Limits the broker announced in CONNACK (MQTT 5) [MQTT-3.2.2-11, -14, -15].
+        if request.qos > self._max_qos:
+            raise PublishError(
+                f"the broker supports QoS up to {self._max_qos}; cannot publish at QoS "
+                f"{request.qos}",
+                ReasonCode.QOS_NOT_SUPPORTED,
+            )
+        if request.retain and not self._retain_available:
+            raise PublishError(
+                "the broker does not support retained messages", ReasonCode.RETAIN_NOT_SUPPORTED
+            )
+        size = len(request.topic_bytes) + len(request.payload) + 9 + (
+            len(request.properties_bytes) if request.properties_bytes else 0
+        )
+        if size > self._max_out_packet:
+            raise PacketTooLargeError(
+                f"this PUBLISH is about {size:,} bytes; the broker accepts at most "
+                f"{self._max_out_packet:,} (its Maximum Packet Size)"
+            )
+
+    def _allocate_id(self) -> int:
+        # [MQTT-2.2.1-?]: a packet identifier is not reused while its flow is unfinished.
+        inflight, requests = self._inflight, self._requests
+        packet_id = self._next_id
+        for _ in range(65_535):
+            if packet_id not in inflight and packet_id not in requests:
+                self._next_id = packet_id % 65_535 + 1
+                return packet_id
+            packet_id = packet_id % 65_535 + 1
+        raise QueueFullError("all 65,535 packet identifiers are in use")  # pragma: no cover
+
+    def _send_publish(self, entry: _Entry, now: float) -> None:
+        request: PublishRequest = entry.request
+        if not entry.qos:
+            data = self._encode_publish(request, 0, False)
+            self._send(data, now)
+            if self.config.trace_packets:
+                self._events.append(PacketSent(codec.decode(data, self._level)))
+            if entry.token is not None:
+                self._events.append(PublishCompleted(entry.token))
+            return
+        packet_id = self._allocate_id()
+        entry.packet_id = packet_id
+        if entry.data:
+            # Queued earlier with packet id 0: patch the identifier in place of re-encoding.
+            data = entry.data
+            offset = _publish_id_offset(data)
+            data = b"".join((data[:offset], _U16.pack(packet_id), data[offset + 2 :]))
+        else:
+            data = self._encode_publish(request, packet_id, False)
+        entry.data = data
+        entry.state = _SENT
+        self.config.outgoing_store.put(entry.seq, data)
+        self._inflight[packet_id] = entry
+        self._send(data, now)
+        if self.config.trace_packets:
+            self._events.append(PacketSent(codec.decode(data, self._level)))
+
+    def _send_request(self, entry: _Entry, now: float) -> None:
+        packet_id = self._allocate_id()
+        entry.packet_id = packet_id
+        self._requests[packet_id] = entry
+        request = entry.request
+        packet: Packet
+        if entry.kind == _SUBSCRIBE:
+            packet = Subscribe(packet_id, request.subscriptions, request.properties)
+        else:
+            packet = Unsubscribe(packet_id, request.topic_filters, request.properties)
+        self._send(codec.encode_packet(packet, self._level), now, packet)
+
+    def _pump(self, now: float) -> None:
+        """Move queued work to the wire while connected and the window allows."""
+        if self.state is not State.CONNECTED:
+            return
+        queue = self._queue
+        while queue:
+            entry = queue[0]
+            if entry.kind == _PUBLISH:
+                if entry.qos and len(self._inflight) >= self._window:
+                    return
+                queue.popleft()
+                try:
+                    self._check_sendable(entry.request)
+                except MQTTError as exc:
+                    self._complete(entry, exc)
+                    continue
+                self._send_publish(entry, now)
+            else:
+                queue.popleft()
+                self._send_request(entry, now)
+
+    def _complete(self, entry: _Entry, error: MQTTError | None, reason_code: int = 0) -> None:
+        if entry.kind == _PUBLISH:
+            if entry.qos and error is None:
+                self.config.outgoing_store.delete(entry.seq)
+            if entry.token is not None:
+                self._events.append(PublishCompleted(entry.token, error, reason_code))
+        elif entry.kind == _SUBSCRIBE:
+            subs = entry.request.subscriptions
+            self._events.append(SubscribeCompleted(entry.token, subs, (), error))
+        else:
+            filters = entry.request.topic_filters
+            self._events.append(UnsubscribeCompleted(entry.token, filters, (), error))
+
+    # -- internals: receiving ---------------------------------------------------------------------
+
+    def _handle(self, packet: Packet, now: float) -> None:
+        ptype = packet.TYPE
+        if ptype not in _ACCEPTED[self.state]:
+            if ptype in _CLIENT_ONLY:
+                raise ProtocolError(f"the server sent {ptype.name}, which only a client may send")
+            if self.state is State.CONNECTING:
+                raise ProtocolError(f"expected CONNACK, got {ptype.name}")
+            raise ProtocolError(f"unexpected {ptype.name} after the connection was accepted")
+        if ptype == PacketType.AUTH and self._level != MQTT_5:  # pragma: no cover - codec refuses
+            raise MalformedPacketError("AUTH before MQTT 5")
+        handler = _HANDLERS[ptype]
+        handler(self, packet, now)
+
+    def _on_connack(self, packet: ConnAck, now: float) -> None:
+        level = self._level
+        if packet.reason_code != 0:
+            error = ConnectionRefusedError(
+                packet.reason_code, level, packet.properties.reason_string or ""
+            )
+            self._events.append(ConnectionRefused(packet, error))
+            self._close(error, None, send_disconnect=False)
+            return
+        clean = self.config.clean_start
+        if packet.session_present and clean:
+            # [MQTT-3.2.2-4]: a client without session state must close on Session Present 1.
+            raise ProtocolError("CONNACK has Session Present set although we asked for a clean start")
+        props = packet.properties
+        if level == MQTT_5:
+            if props.receive_maximum is not None:
+                self._window = min(self.config.max_inflight, props.receive_maximum)
+            if props.maximum_packet_size is not None:
+                self._max_out_packet = props.maximum_packet_size
+            if props.maximum_qos is not None:
+                self._max_qos = props.maximum_qos
+            if props.retain_available is not None:
+                self._retain_available = bool(props.retain_available)
+            if props.server_keep_alive is not None:
+                self._keepalive = float(props.server_keep_alive)
+            if props.assigned_client_identifier and not self.config.client_id:
+                # Keep it so that a resumed session reconnects under the same identity.
+                self.config.client_id = props.assigned_client_identifier
+        self.connack = packet
+        self.state = State.CONNECTED
+        self._ping_sent = None
+        self._last_received = now
+        if packet.session_present:
+            self._resume(now)
+        else:
+            self._restart(now)
+        self._events.append(Connected(packet))
+        self._pump(now)
+
+    def _resume(self, now: float) -> None:
+        # The broker kept our session: resend what it has not acknowledged, in the original
+        # order [MQTT-4.4.0-1], with DUP on PUBLISH [MQTT-3.3.1-1].
+        for packet_id, entry in self._inflight.items():
+            if entry.state == _RELEASED:
+                self._send(entry.data, now, PubRel(packet_id))
+            else:
+                data = entry.data
+                if not data[0] & 0x08:
+                    data = bytes((data[0] | 0x08,)) + data[1:]
+                    entry.data = data
+                self._send(data, now)
+                if self.config.trace_packets:
+                    self._events.append(PacketSent(codec.decode(data, self._level)))
+        # SUBSCRIBE / UNSUBSCRIBE are not session state: send them again, same identifiers.
+        for packet_id, entry in self._requests.items():
+            request = entry.request
+            packet: Packet
+            if entry.kind == _SUBSCRIBE:
+                packet = Subscribe(packet_id, request.subscriptions, request.properties)
+            else:
+                packet = Unsubscribe(packet_id, request.topic_filters, request.properties)
+            self._send(codec.encode_packet(packet, self._level), now, packet)
+
+    def _restart(self, now: float) -> None:
+        # A new session on the broker (clean start, or it lost ours) [MQTT-3.2.2-5]: drop the
+        # old session's incoming state, send unfinished messages again as new ones, and restore
+        # subscriptions.
+        self._generation += 1
+        self._acks.clear()
+        self._ack_by_id.clear()
+        for packet_id in self._received_qos2:
+            self.config.incoming_store.delete(packet_id)
+        self._received_qos2.clear()
+        requeue: list[_Entry] = []
+        for entry in self._inflight.values():
+            if entry.state == _RELEASED:
+                # PUBREC came back: the broker owned the message, so it is delivered.
+                self._complete(entry, None)
+                continue
+            entry.state = _QUEUED
+            entry.packet_id = 0
+            if entry.data and entry.data[0] & 0x08:
+                entry.data = bytes((entry.data[0] & ~0x08,)) + entry.data[1:]
+            requeue.append(entry)
+        self._inflight.clear()
+        for entry in self._requests.values():
+            entry.packet_id = 0
+            requeue.append(entry)
+        self._requests.clear()
+        requeue.sort(key=lambda e: e.seq)
+        self._queue.extendleft(reversed(requeue))
+        if self.subscriptions:
+            subs = tuple(self.subscriptions.values())
+            # Subscribe before anything else so nothing published to us in between is missed.
+            self._seq += 1
+            entry = _Entry(_SUBSCRIBE, self._seq, 0, SubscribeRequest(subs), None)
+            self._queue.appendleft(entry)
+        del now
+
+    def _on_publish(self, packet: Publish, now: float) -> None:
+        if self._level == MQTT_5:
+            packet = self._resolve_alias(packet)
+        qos = packet.qos
+        if not qos:
+            self._events.append(MessageReceived(packet, None))
+            return
+        packet_id: int = packet.packet_id  # type: ignore[assignment]
+        if qos == 2 and packet_id in self._received_qos2:
+            # Already delivered; the broker did not get our PUBREC [MQTT-4.3.3-?]: answer again.
+            self._send(b"\x50\x02" + _U16.pack(packet_id), now, PubRec(packet_id))
+            return
+        if packet_id in self._ack_by_id:
+            # The application has it and has not finished; the acknowledgement will follow.
+            return
+        if self._level == MQTT_5:
+            limit = self._receive_max
+            if len(self._ack_by_id) + len(self._received_qos2) >= limit:
+                raise ProtocolError(
+                    f"the broker exceeded our Receive Maximum of {limit}",
+                    ReasonCode.RECEIVE_MAXIMUM_EXCEEDED,
+                )
+        ack = Ack(packet_id, qos, self._generation)
+        self._acks.append(ack)
+        self._ack_by_id[packet_id] = ack
+        self._events.append(MessageReceived(packet, ack))
+
+    def _resolve_alias(self, packet: Publish) -> Publish:
+        alias = packet.properties.topic_alias
+        if alias is None:
+            return packet
+        if alias > self._alias_max:
+            # [MQTT-3.3.2-9]
+            raise ProtocolError(
+                f"topic alias {alias} exceeds our Topic Alias Maximum {self._alias_max}",
+                ReasonCode.TOPIC_ALIAS_INVALID,
+            )
+        if packet.topic:
+            self._aliases[alias] = packet.topic
+            return packet
+        topic = self._aliases.get(alias)
+        if topic is None:
+            raise ProtocolError(
+                f"topic alias {alias} used before it was set", ReasonCode.TOPIC_ALIAS_INVALID
+            )
+        return Publish(
+            topic, packet.payload, packet.qos, packet.retain, packet.dup, packet.packet_id,
+            packet.properties,
+        )
+
+    def _on_puback(self, packet: PubAck, now: float) -> None:
+        entry = self._inflight.get(packet.packet_id)
+        if entry is None or entry.qos != 1:
+            log.info("ignored PUBACK for packet id %d, which is not in flight", packet.packet_id)
+            return
+        del self._inflight[packet.packet_id]
+        self._finish_publish(entry, packet.reason_code)
+        self._pump(now)
+
+    def _finish_publish(self, entry: _Entry, reason_code: int) -> None:
+        self.config.outgoing_store.delete(entry.seq)
+        error = None
+        if reason_code >= 0x80:
+            error = PublishError("the broker refused the message", reason_code)
+        if entry.token is not None:
+            self._events.append(PublishCompleted(entry.token, error, reason_code))
+
+    def _on_pubrec(self, packet: PubRec, now: float) -> None:
+        packet_id = packet.packet_id
+        entry = self._inflight.get(packet_id)
+        if entry is None or entry.qos != 2:
+            log.info("PUBREC for packet id %d, which is not in flight", packet_id)
+            if packet.reason_code < 0x80:
+                # Let the broker finish its side [MQTT-4.3.3-?]; MQTT 5 says why.
+                reason = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND if self._level == MQTT_5 else 0
+                rel = PubRel(packet_id, reason)
+                self._send(codec.encode_packet(rel, self._level), now, rel)
+            return
+        if packet.reason_code >= 0x80:
+            # A failed PUBREC ends the flow [MQTT-4.3.3-?]; the identifier is free again.
+            del self._inflight[packet_id]
+            self._finish_publish(entry, packet.reason_code)
+            self._pump(now)
+            return
+        rel_bytes = b"\x62\x02" + _U16.pack(packet_id)
+        if entry.state != _RELEASED:
+            entry.state = _RELEASED
+            entry.data = rel_bytes
+            self.config.outgoing_store.put(entry.seq, rel_bytes)
+        self._send(rel_bytes, now, PubRel(packet_id))
+
+    def _on_pubrel(self, packet: PubRel, now: float) -> None:
+        packet_id = packet.packet_id
+        reason = 0
+        if packet_id in self._received_qos2:
+            self._received_qos2.discard(packet_id)
+            self.config.incoming_store.delete(packet_id)
+        elif self._level == MQTT_5:
+            reason = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
+        comp = PubComp(packet_id, reason)
+        self._send(codec.encode_packet(comp, self._level), now, comp)
+
+    def _on_pubcomp(self, packet: PubComp, now: float) -> None:
+        entry = self._inflight.get(packet.packet_id)
+        if entry is None or entry.state != _RELEASED:
+            log.info("ignored PUBCOMP for packet id %d, which is not in flight", packet.packet_id)
+            return
+        del self._inflight[packet.packet_id]
+        self._finish_publish(entry, 0)
+        self._pump(now)
+
+    def _on_suback(self, packet: SubAck, now: float) -> None:
+        entry = self._requests.get(packet.packet_id)
+        if entry is None or entry.kind != _SUBSCRIBE:
+            log.info("ignored SUBACK for packet id %d, which is not pending", packet.packet_id)
+            return
+        subs: tuple[Subscription, ...] = entry.request.subscriptions
+        if len(packet.reason_codes) != len(subs):
+            # [MQTT-3.9.3-1]: one return code per topic filter.
+            raise ProtocolError(
+                f"SUBACK has {len(packet.reason_codes)} return codes for {len(subs)} filters"
+            )
+        del self._requests[packet.packet_id]
+        for sub, code in zip(subs, packet.reason_codes, strict=True):
+            if code < 0x80:
+                self.subscriptions[sub.topic_filter] = sub
+        error = None
+        if all(code >= 0x80 for code in packet.reason_codes):
+            error = SubscribeError("the broker refused the subscription", packet.reason_codes[0])
+        self._events.append(SubscribeCompleted(entry.token, subs, packet.reason_codes, error))
+        self._pump(now)
+
+    def _on_unsuback(self, packet: UnsubAck, now: float) -> None:
+        entry = self._requests.get(packet.packet_id)
+        if entry is None or entry.kind != _UNSUBSCRIBE:
+            log.info("ignored UNSUBACK for packet id %d, which is not pending", packet.packet_id)
+            return
+        filters: tuple[str, ...] = entry.request.topic_filters
+        codes = packet.reason_codes
+        if codes and len(codes) != len(filters):
+            raise ProtocolError(
+                f"UNSUBACK has {len(codes)} reason codes for {len(filters)} filters"
+            )
+        del self._requests[packet.packet_id]
+        for i, topic_filter in enumerate(filters):
+            if not codes or codes[i] < 0x80:
+                self.subscriptions.pop(topic_filter, None)
+        error = None
+        if codes and all(code >= 0x80 for code in codes):
+            error = UnsubscribeError("the broker refused to unsubscribe", codes[0])
+        self._events.append(UnsubscribeCompleted(entry.token, filters, codes, error))
+        self._pump(now)
+
+    def _on_pingresp(self, packet: PingResp, now: float) -> None:
+        del packet, now
+        self._ping_sent = None
+
+    def _on_disconnect(self, packet: Disconnect, now: float) -> None:
+        del now
+        self._events.append(ServerDisconnected(packet))
+        error = ServerDisconnectError(packet.reason_code, packet.properties.reason_string or "")
+        self._close(error, None, send_disconnect=False)
+
+    def _on_auth(self, packet: Auth, now: float) -> None:
+        del now
+        self._events.append(AuthReceived(packet))
+
+    # -- internals: closing ----------------------------------------------------------------------
+
+    def _close(
+        self, error: MQTTError, reason_code: int | None, *, send_disconnect: bool = True
+    ) -> None:
+        """End the connection because of ``error``; MQTT 5 tells the server why."""
+        if self.state is State.CLOSING:
+            return
+        if send_disconnect and self._level == MQTT_5 and reason_code is not None:
+            # [MQTT-4.13.1-1]: on a protocol error, send DISCONNECT with the reason, then close.
+            packet = Disconnect(reason_code)
+            self._out.append(codec.encode_packet(packet, MQTT_5))
+        self.error = error
+        self.state = State.CLOSING
+        self._events.append(ConnectionClosing(error))
+
+    def _reset_connection(self) -> None:
+        cfg = self.config
+        self._level = cfg.protocol_level
+        self._window = cfg.max_inflight
+        self._max_out_packet = codec.MAX_PACKET_SIZE
+        self._max_qos = 2
+        self._retain_available = True
+        self._keepalive = float(cfg.keepalive)
+        self._aliases = {}
+        props = cfg.properties if cfg.protocol_level == MQTT_5 else NO_PROPERTIES
+        self._alias_max = props.topic_alias_maximum or 0
+        self._receive_max = props.receive_maximum or 65_535
+        if props.maximum_packet_size:
+            self._buffer.max_packet_size = min(cfg.max_packet_size, props.maximum_packet_size)
+        else:
+            self._buffer.max_packet_size = cfg.max_packet_size
+        self._buffer.clear()
+        self._out = []
+        self._ping_sent = None
+
+    def _restore(self) -> None:
+        """Load unfinished flows from the stores (a durable store after a restart)."""
+        cfg = self.config
+        for key, value in cfg.outgoing_store.iterate():
+            self._seq = max(self._seq, key)
+            if not value:
+                continue
+            kind = value[0] >> 4
+            if kind == PacketType.PUBREL:
+                packet_id = (value[2] << 8) | value[3]
+                entry = _Entry(_PUBLISH, key, 2, None, None)
+                entry.packet_id, entry.state, entry.data = packet_id, _RELEASED, value
+                self._inflight[packet_id] = entry
+                continue
+            if kind != PacketType.PUBLISH:
+                log.warning("outgoing store entry %d is not a PUBLISH or PUBREL; skipped", key)
+                continue
+            try:
+                packet = codec.decode(value, cfg.protocol_level)
+            except ProtocolError:
+                log.warning("outgoing store entry %d does not decode; skipped", key)
+                continue
+            assert isinstance(packet, Publish)
+            request = PublishRequest(
+                packet.topic,
+                packet.topic.encode("utf-8"),
+                packet.payload,
+                packet.qos,
+                packet.retain,
+                packet.properties,
+                codec.encode_properties(packet.properties, PacketType.PUBLISH)
+                if cfg.protocol_level == MQTT_5
+                else None,
+            )
+            entry = _Entry(_PUBLISH, key, packet.qos, request, None)
+            entry.data = value
+            if packet.packet_id:
+                entry.packet_id, entry.state = packet.packet_id, _SENT
+                self._inflight[packet.packet_id] = entry
+            else:
+                self._queue.append(entry)
+        for key, _value in cfg.incoming_store.iterate():
+            self._received_qos2.add(key)
+
+    def __repr__(self) -> str:
+        return (
+            f"<ClientSession {self.state.name} client_id={self.config.client_id!r} "
+            f"queued={len(self._queue)} inflight={len(self._inflight)}>"
+        )
+
+
+_HANDLERS: Final[dict[int, Any]] = {
+    PacketType.CONNACK: ClientSession._on_connack,
+    PacketType.PUBLISH: ClientSession._on_publish,
+    PacketType.PUBACK: ClientSession._on_puback,
+    PacketType.PUBREC: ClientSession._on_pubrec,
+    PacketType.PUBREL: ClientSession._on_pubrel,
+    PacketType.PUBCOMP: ClientSession._on_pubcomp,
+    PacketType.SUBACK: ClientSession._on_suback,
+    PacketType.UNSUBACK: ClientSession._on_unsuback,
+    PacketType.PINGRESP: ClientSession._on_pingresp,
+    PacketType.DISCONNECT: ClientSession._on_disconnect,
+    PacketType.AUTH: ClientSession._on_auth,
+}
+
+#: Protocol levels this session speaks.
+SUPPORTED_LEVELS: Final = (MQTT_3_1, MQTT_3_1_1, MQTT_5)
