@@ -1,3 +1,104 @@
-"""mqttkit: an MQTT 3.1.1 / 5.0 client for Python."""
+"""mqttkit: an MQTT 3.1.1 / 5.0 client for Python.
+
+The top level is the node.lua / MQTT.js style API (seed 000)::
+
+    import mqttkit as mqtt
+
+    client = mqtt.connect("mqtt://localhost")
+
+    @client.on("connect")
+    def on_connect(connack):
+        client.subscribe("presence")
+        client.publish("presence", "Hello mqtt")
+
+The asyncio client is :class:`mqttkit.aio.Client`; the NodeMCU API is :mod:`mqttkit.nodemcu`;
+the sans-IO core is :mod:`mqttkit.protocol`. This module only re-exports.
+"""
+
+from ._api import Granted
+from .options import ClientOptions
+from .protocol.errors import (
+    ClientClosedError,
+    ConnectionLostError,
+    ConnectionRefusedError,
+    ConnectTimeoutError,
+    HostNotFoundError,
+    InvalidArgumentError,
+    InvalidOptionError,
+    InvalidQoSError,
+    InvalidTopicError,
+    KeepaliveTimeoutError,
+    MalformedPacketError,
+    MQTTConnectionError,
+    MQTTError,
+    OperationError,
+    OperationTimeoutError,
+    PacketTooLargeError,
+    PayloadTypeError,
+    ProtocolError,
+    PublishError,
+    QueueFullError,
+    ReasonCode,
+    ServerDisconnectError,
+    ServerNotFoundError,
+    SubscribeError,
+    TLSError,
+    UnknownOptionError,
+    UnsubscribeError,
+)
+from .protocol.packets import ConnAck, Disconnect, Properties, Publish, QoS, Subscription, Will
+from .protocol.store import MemoryStore, Store
+from .sync.client import Client, Handle, connect
+from .sync.events import EventEmitter
 
 __version__ = "0.1.0.dev0"
+
+#: An incoming application message (the PUBLISH packet: topic, payload, qos, retain...).
+Message = Publish
+
+__all__ = [
+    "Client",
+    "ClientClosedError",
+    "ClientOptions",
+    "ConnAck",
+    "ConnectTimeoutError",
+    "ConnectionLostError",
+    "ConnectionRefusedError",
+    "Disconnect",
+    "EventEmitter",
+    "Granted",
+    "Handle",
+    "HostNotFoundError",
+    "InvalidArgumentError",
+    "InvalidOptionError",
+    "InvalidQoSError",
+    "InvalidTopicError",
+    "KeepaliveTimeoutError",
+    "MQTTConnectionError",
+    "MQTTError",
+    "MalformedPacketError",
+    "MemoryStore",
+    "Message",
+    "OperationError",
+    "OperationTimeoutError",
+    "PacketTooLargeError",
+    "PayloadTypeError",
+    "Properties",
+    "ProtocolError",
+    "Publish",
+    "PublishError",
+    "QoS",
+    "QueueFullError",
+    "ReasonCode",
+    "ServerDisconnectError",
+    "ServerNotFoundError",
+    "Store",
+    "SubscribeError",
+    "Subscription",
+    "TLSError",
+    "UnknownOptionError",
+    "UnsubscribeError",
+    "Will",
+    "__version__",
+    "connect",
+]

@@ -4,23 +4,73 @@ Bytes and ``now`` in; bytes, events and a deadline out. Standard library only; n
 imports socket, ssl, asyncio, threading, time or random (a test enforces it).
 """
 
-from .errors import *  # noqa: F403
-from .errors import __all__ as _errors_all
-from .packets import *  # noqa: F403
-from .packets import __all__ as _packets_all
+from .errors import *
+from .packets import *
 from .session import ClientSession, SessionConfig, State
 from .store import MemoryStore, Store
 from .topics import matches, validate_topic_filter, validate_topic_name
 
 __all__ = [
-    *_errors_all,
-    *_packets_all,
+    "CONNACK_V3_MESSAGES",
+    "MQTT_3_1",
+    "MQTT_3_1_1",
+    "MQTT_5",
+    "NO_PROPERTIES",
+    "Auth",
+    "ClientClosedError",
     "ClientSession",
+    "ConnAck",
+    "Connect",
+    "ConnectTimeoutError",
+    "ConnectionLostError",
+    "ConnectionRefusedError",
+    "Disconnect",
+    "HostNotFoundError",
+    "InvalidArgumentError",
+    "InvalidOptionError",
+    "InvalidQoSError",
+    "InvalidTopicError",
+    "KeepaliveTimeoutError",
+    "MQTTConnectionError",
+    "MQTTError",
+    "MalformedPacketError",
     "MemoryStore",
+    "OperationError",
+    "OperationTimeoutError",
+    "Packet",
+    "PacketTooLargeError",
+    "PacketType",
+    "PayloadTypeError",
+    "PingReq",
+    "PingResp",
+    "Properties",
+    "ProtocolError",
+    "PubAck",
+    "PubComp",
+    "PubRec",
+    "PubRel",
+    "Publish",
+    "PublishError",
+    "QoS",
+    "QueueFullError",
+    "ReasonCode",
+    "ServerDisconnectError",
+    "ServerNotFoundError",
     "SessionConfig",
     "State",
     "Store",
+    "SubAck",
+    "Subscribe",
+    "SubscribeError",
+    "Subscription",
+    "TLSError",
+    "UnknownOptionError",
+    "UnsubAck",
+    "Unsubscribe",
+    "UnsubscribeError",
+    "Will",
     "matches",
+    "reason_name",
     "validate_topic_filter",
     "validate_topic_name",
 ]

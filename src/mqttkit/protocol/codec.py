@@ -42,9 +42,9 @@ from .packets import (
     Properties,
     PubAck,
     PubComp,
+    Publish,
     PubRec,
     PubRel,
-    Publish,
     SubAck,
     Subscribe,
     Subscription,
@@ -151,25 +151,81 @@ PROPERTIES: Final[dict[int, tuple[str, int, frozenset[int]]]] = {
     0x2A: ("shared_subscription_available", BYTE, frozenset({_CA})),
 }
 _PROPERTY_IDS: Final = {name: pid for pid, (name, _, _) in PROPERTIES.items()}
-#: Properties whose value is a boolean byte: anything but 0 or 1 is a protocol error.
-_BOOLEAN_PROPERTIES: Final = frozenset({0x01, 0x17, 0x19, 0x25, 0x28, 0x29, 0x2A})
+#: Properties whose value is a boolean byte: anything but 0 or 1 is a protocol error. Maximum QoS
+#: too: "It is a Protocol Error to include Maximum QoS more than once, or to have a value other
+#: than 0 or 1" (section 3.2.2.3.4).
+_BOOLEAN_PROPERTIES: Final = frozenset({0x01, 0x17, 0x19, 0x24, 0x25, 0x28, 0x29, 0x2A})
 #: Properties for which 0 is a protocol error: receive maximum [MQTT-3.2.2-?], maximum packet
 #: size, topic alias, subscription identifier.
 _NONZERO_PROPERTIES: Final = frozenset({0x0B, 0x21, 0x23, 0x27})
 
 #: MQTT 5 reason codes each packet may carry (sections 3.x.2.1).
 REASON_CODES: Final[dict[int, frozenset[int]]] = {
-    _CA: frozenset({0x00, 0x80, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8A,
-                    0x8C, 0x90, 0x95, 0x97, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9F}),
+    _CA: frozenset(
+        {
+            0x00,
+            0x80,
+            0x81,
+            0x82,
+            0x83,
+            0x84,
+            0x85,
+            0x86,
+            0x87,
+            0x88,
+            0x89,
+            0x8A,
+            0x8C,
+            0x90,
+            0x95,
+            0x97,
+            0x99,
+            0x9A,
+            0x9B,
+            0x9C,
+            0x9D,
+            0x9F,
+        }
+    ),
     _PA: frozenset({0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99}),
     _PREC: frozenset({0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99}),
     _PREL: frozenset({0x00, 0x92}),
     _PC: frozenset({0x00, 0x92}),
     _SA: frozenset({0x00, 0x01, 0x02, 0x80, 0x83, 0x87, 0x8F, 0x91, 0x97, 0x9E, 0xA1, 0xA2}),
     _UA: frozenset({0x00, 0x11, 0x80, 0x83, 0x87, 0x8F, 0x91}),
-    _D: frozenset({0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F,
-                   0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D,
-                   0x9E, 0x9F, 0xA0, 0xA1, 0xA2}),
+    _D: frozenset(
+        {
+            0x00,
+            0x04,
+            0x80,
+            0x81,
+            0x82,
+            0x83,
+            0x87,
+            0x89,
+            0x8B,
+            0x8D,
+            0x8E,
+            0x8F,
+            0x90,
+            0x93,
+            0x94,
+            0x95,
+            0x96,
+            0x97,
+            0x98,
+            0x99,
+            0x9A,
+            0x9B,
+            0x9C,
+            0x9D,
+            0x9E,
+            0x9F,
+            0xA0,
+            0xA1,
+            0xA2,
+        }
+    ),
     _AU: frozenset({0x00, 0x18, 0x19}),
 }
 #: MQTT 3.1 / 3.1.1: CONNACK return codes 0-5 [MQTT-3.2.2-?]; SUBACK 0, 1, 2 or 0x80.
@@ -473,10 +529,12 @@ class PacketBuffer:
             fixed header has arrived, before its body is buffered.
     """
 
-    __slots__ = ("_buf", "max_packet_size")
+    __slots__ = ("_buf", "_need", "max_packet_size")
 
     def __init__(self, max_packet_size: int = MAX_PACKET_SIZE) -> None:
         self._buf = bytearray()
+        # Bytes the buffered partial frame needs before it is whole (0: header incomplete).
+        self._need = 0
         self.max_packet_size = max_packet_size
 
     def __len__(self) -> int:
@@ -486,6 +544,7 @@ class PacketBuffer:
     def clear(self) -> None:
         """Forget any partial packet (the connection it came from is gone)."""
         self._buf.clear()
+        self._need = 0
 
     def feed(self, data: bytes) -> list[Frame]:
         """Add ``data`` and return the whole frames now available, in order.
@@ -497,6 +556,10 @@ class PacketBuffer:
         buf = self._buf
         if buf:
             buf += data
+            if len(buf) < self._need:
+                # Still short of the frame whose header we know: only append. Re-copying and
+                # re-parsing the whole buffer per chunk made a large packet cost quadratic time.
+                return []
             data = bytes(buf)
             buf.clear()
         frames: list[Frame] = []
@@ -504,6 +567,7 @@ class PacketBuffer:
         pos = 0
         size = len(data)
         limit = self.max_packet_size
+        need = 0
         while pos < size:
             # Decode the Remaining Length (section 2.1.4); at most four bytes [MQTT-1.5.5-1].
             i = pos + 1
@@ -532,11 +596,13 @@ class PacketBuffer:
                     ReasonCode.PACKET_TOO_LARGE,
                 )
             if end > size:
+                need = end - pos
                 break
             append((data[pos], data, start, end))
             pos = end
         if pos < size:
             buf += data[pos:] if pos else data
+        self._need = need
         return frames
 
 
@@ -783,9 +849,7 @@ def _dec_connect(r: _Reader, _level: int) -> Connect:
         will = Will(topic, r.binary(), will_qos, will_retain, will_props)
     username = r.string() if has_user else None
     password = r.binary() if has_pass else None
-    return Connect(
-        client_id, level, bool(flags & 0x02), keepalive, username, password, will, props
-    )
+    return Connect(client_id, level, bool(flags & 0x02), keepalive, username, password, will, props)
 
 
 def _dec_connack(r: _Reader, level: int) -> ConnAck:
@@ -833,6 +897,11 @@ def _dec_subscribe(r: _Reader, level: int) -> Subscribe:
             retain_handling = (options >> 4) & 0x03
             if options & 0xC0 or retain_handling == 3:
                 raise MalformedPacketError("SUBSCRIBE options reserved bits set [MQTT-3.8.3-5]")
+            if options & 0x04 and topic_filter.startswith("$share/"):
+                # [MQTT-3.8.3-4]
+                raise ProtocolError(
+                    f"SUBSCRIBE sets No Local on the shared subscription {topic_filter!r}"
+                )
             subs.append(
                 Subscription(
                     topic_filter, qos, bool(options & 0x04), bool(options & 0x08), retain_handling

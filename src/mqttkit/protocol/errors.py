@@ -10,12 +10,16 @@ The tree::
     ├── InvalidArgumentError           misuse of a sending method (also a ValueError)
     │   ├── InvalidTopicError          bad topic name or topic filter
     │   ├── InvalidQoSError            QoS not 0, 1 or 2
+    │   ├── UnknownOptionError         an option name mqttkit does not know (also a TypeError)
     │   ├── PayloadTypeError           payload not str/bytes/bytearray/memoryview (also a TypeError)
     │   ├── PacketTooLargeError        a packet over the peer's Maximum Packet Size / 268,435,455
     │   └── InvalidOptionError         a bad client option or URL
     ├── ProtocolError                  the peer broke the protocol; the connection is closed
     │   └── MalformedPacketError       bytes that do not decode to a valid packet
     ├── MQTTConnectionError            the connection could not be made or was lost
+    │   ├── HostNotFoundError          the host name does not resolve (DNS)
+    │   ├── ServerNotFoundError        nothing accepts connections there (refused, unreachable)
+    │   ├── TLSError                   TLS handshake or certificate verification failed
     │   ├── ConnectTimeoutError        no CONNACK within the connect timeout
     │   ├── ConnectionRefusedError     CONNACK with a failure code (``reason_code``)
     │   ├── KeepaliveTimeoutError      no answer to PINGREQ in time: the link is dead
@@ -45,6 +49,7 @@ __all__ = [
     "ConnectTimeoutError",
     "ConnectionLostError",
     "ConnectionRefusedError",
+    "HostNotFoundError",
     "InvalidArgumentError",
     "InvalidOptionError",
     "InvalidQoSError",
@@ -62,7 +67,10 @@ __all__ = [
     "QueueFullError",
     "ReasonCode",
     "ServerDisconnectError",
+    "ServerNotFoundError",
     "SubscribeError",
+    "TLSError",
+    "UnknownOptionError",
     "UnsubscribeError",
     "reason_name",
 ]
@@ -165,6 +173,10 @@ class InvalidOptionError(InvalidArgumentError):
     """A client option or URL is not valid."""
 
 
+class UnknownOptionError(InvalidOptionError, TypeError):
+    """An option name that mqttkit does not know (a typo, most often)."""
+
+
 class ProtocolError(MQTTError):
     """The peer broke the MQTT protocol; the connection is closed.
 
@@ -188,6 +200,18 @@ class MQTTConnectionError(MQTTError, builtins.ConnectionError):
     """The connection to the broker could not be made, or it was lost."""
 
 
+class HostNotFoundError(MQTTConnectionError):
+    """The broker's host name could not be resolved."""
+
+
+class ServerNotFoundError(MQTTConnectionError):
+    """Nothing accepts connections at the broker's address (refused, or unreachable)."""
+
+
+class TLSError(MQTTConnectionError):
+    """The TLS handshake failed: certificate not trusted, host name mismatch, protocol error."""
+
+
 class ConnectTimeoutError(MQTTConnectionError, builtins.TimeoutError):
     """The broker did not complete the connection (TCP, TLS, CONNACK) within the timeout.
 
@@ -201,7 +225,7 @@ class ConnectTimeoutError(MQTTConnectionError, builtins.TimeoutError):
         self.stage = stage
 
 
-class ConnectionRefusedError(MQTTConnectionError):  # noqa: A001 - the MQTT name, scoped here
+class ConnectionRefusedError(MQTTConnectionError):
     """The broker answered CONNACK with a failure code.
 
     Attributes:

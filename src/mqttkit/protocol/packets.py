@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "MQTT_3_1",
@@ -33,6 +33,7 @@ __all__ = [
     "PubRec",
     "PubRel",
     "Publish",
+    "QoS",
     "SubAck",
     "Subscribe",
     "Subscription",
@@ -45,6 +46,14 @@ __all__ = [
 MQTT_3_1 = 3
 MQTT_3_1_1 = 4
 MQTT_5 = 5
+
+
+class QoS(enum.IntEnum):
+    """Quality of service levels; plain ints 0, 1, 2 work everywhere too."""
+
+    AT_MOST_ONCE = 0
+    AT_LEAST_ONCE = 1
+    EXACTLY_ONCE = 2
 
 
 class PacketType(enum.IntEnum):
@@ -132,12 +141,12 @@ class Properties:
     def __post_init__(self) -> None:
         # Accept the natural spellings: an int subscription identifier, a dict or list of
         # user properties. Normalised here so packets stay hashable and comparable.
-        sid = self.subscription_identifier
+        sid: Any = self.subscription_identifier
         if isinstance(sid, int):
             object.__setattr__(self, "subscription_identifier", (sid,))
         elif not isinstance(sid, tuple):
             object.__setattr__(self, "subscription_identifier", tuple(sid))
-        up = self.user_property
+        up: Any = self.user_property
         if isinstance(up, dict):
             object.__setattr__(self, "user_property", tuple(up.items()))
         elif not isinstance(up, tuple) or any(not isinstance(p, tuple) for p in up):

@@ -57,7 +57,6 @@ from .errors import (
     InvalidArgumentError,
     InvalidQoSError,
     KeepaliveTimeoutError,
-    MalformedPacketError,
     MQTTError,
     PacketTooLargeError,
     PayloadTypeError,
@@ -85,9 +84,9 @@ from .packets import (
     Properties,
     PubAck,
     PubComp,
+    Publish,
     PubRec,
     PubRel,
-    Publish,
     SubAck,
     Subscribe,
     Subscription,
@@ -102,9 +101,9 @@ __all__ = [
     "Ack",
     "AuthReceived",
     "ClientSession",
+    "Connected",
     "ConnectionClosing",
     "ConnectionRefused",
-    "Connected",
     "Event",
     "MessageReceived",
     "PacketReceived",
@@ -389,9 +388,8 @@ def prepare_publish(
         raise PacketTooLargeError(
             f"a PUBLISH of {size:,} bytes exceeds MQTT's limit of 268,435,455 bytes"
         )
-    return PublishRequest(
-        topic, topic_bytes, data, qos, bool(retain), props, props_bytes  # type: ignore[arg-type]
-    )
+    assert isinstance(topic, str)  # validate_topic_name checked it
+    return PublishRequest(topic, topic_bytes, data, qos, bool(retain), props, props_bytes)
 
 
 def prepare_subscribe(
@@ -425,9 +423,7 @@ def prepare_subscribe(
             raise InvalidArgumentError("no_local cannot be set on a shared subscription")
     for sid in props.subscription_identifier:
         if not 1 <= sid <= codec.MAX_REMAINING_LENGTH:
-            raise InvalidArgumentError(
-                f"subscription identifier must be 1..268,435,455, not {sid}"
-            )
+            raise InvalidArgumentError(f"subscription identifier must be 1..268,435,455, not {sid}")
     if len(props.subscription_identifier) > 1:
         raise InvalidArgumentError("a SUBSCRIBE carries at most one subscription identifier")
     try:
@@ -511,7 +507,17 @@ _QUEUED, _SENT, _RELEASED = 0, 1, 2
 class _Entry:
     """One outgoing PUBLISH, SUBSCRIBE or UNSUBSCRIBE."""
 
-    __slots__ = ("data", "id_offset", "kind", "packet_id", "qos", "request", "seq", "state", "token")
+    __slots__ = (
+        "data",
+        "id_offset",
+        "kind",
+        "packet_id",
+        "qos",
+        "request",
+        "seq",
+        "state",
+        "token",
+    )
 
     def __init__(self, kind: int, seq: int, qos: int, request: Any, token: Any) -> None:
         self.kind = kind
@@ -576,6 +582,7 @@ class ClientSession:
         self._last_sent = 0.0
         self._last_received = 0.0
         self._ping_sent: float | None = None
+        self._writable = True
         self._restore()
 
     # -- inspection -----------------------------------------------------------------------------
@@ -703,7 +710,7 @@ class ClientSession:
                 if self.config.trace_packets:
                     self._events.append(PacketReceived(packet))
                 self._handle(packet, now)
-                if self.state is State.CLOSING:
+                if self._closing():
                     break
         except ProtocolError as exc:
             self._close(exc, exc.reason_code)
@@ -714,6 +721,9 @@ class ClientSession:
             )
             error.__cause__ = exc
             self._close(error, ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR)
+
+    def _closing(self) -> bool:
+        return self.state is State.CLOSING
 
     # -- application interface -----------------------------------------------------------------
 
@@ -737,7 +747,12 @@ class ClientSession:
         self._seq += 1
         entry = _Entry(_PUBLISH, self._seq, request.qos, request, token)
         queue = self._queue
-        if connected and not queue and (not request.qos or len(self._inflight) < self._window):
+        if (
+            connected
+            and not queue
+            and self._writable
+            and (not request.qos or len(self._inflight) < self._window)
+        ):
             self._send_publish(entry, now)
             return
         if len(queue) >= self.config.max_queued:
@@ -800,15 +815,32 @@ class ClientSession:
         packet = Auth(reason_code, properties)
         self._send(codec.encode_packet(packet, MQTT_5), now, packet)
 
-    def fail_pending(self, error: MQTTError) -> None:
+    def pause_writing(self) -> None:
+        """The transport's buffer is full: keep new work queued until :meth:`resume_writing`.
+
+        Acknowledgements and keepalive still go out; only PUBLISH/SUBSCRIBE/UNSUBSCRIBE wait,
+        which bounds memory when the application publishes faster than the network drains.
+        """
+        self._writable = False
+
+    def resume_writing(self, now: float) -> None:
+        """The transport can take more: send what waited."""
+        self._writable = True
+        self._pump(now)
+
+    def fail_pending(self, error: MQTTError, *, forget: bool = True) -> None:
         """Complete every unfinished operation with ``error`` (the client is closing).
 
-        QoS 1/2 messages stay in the outgoing store: a durable store still has them for the
-        next run.
+        Args:
+            error: what the operations' waiters receive.
+            forget: also remove the QoS 1/2 messages from the outgoing store. Pass False with a
+                durable store so that the next run finishes them.
         """
-        for entry in list(self._queue) + list(self._inflight.values()) + list(
-            self._requests.values()
+        for entry in (
+            list(self._queue) + list(self._inflight.values()) + list(self._requests.values())
         ):
+            if forget and entry.kind == _PUBLISH and entry.qos:
+                self.config.outgoing_store.delete(entry.seq)
             self._complete(entry, error)
         self._queue.clear()
         self._inflight.clear()
@@ -845,8 +877,11 @@ class ClientSession:
             raise PublishError(
                 "the broker does not support retained messages", ReasonCode.RETAIN_NOT_SUPPORTED
             )
-        size = len(request.topic_bytes) + len(request.payload) + 9 + (
-            len(request.properties_bytes) if request.properties_bytes else 0
+        size = (
+            len(request.topic_bytes)
+            + len(request.payload)
+            + 9
+            + (len(request.properties_bytes) if request.properties_bytes else 0)
         )
         if size > self._max_out_packet:
             raise PacketTooLargeError(
@@ -906,7 +941,7 @@ class ClientSession:
 
     def _pump(self, now: float) -> None:
         """Move queued work to the wire while connected and the window allows."""
-        if self.state is not State.CONNECTED:
+        if self.state is not State.CONNECTED or not self._writable:
             return
         queue = self._queue
         while queue:
@@ -948,8 +983,6 @@ class ClientSession:
             if self.state is State.CONNECTING:
                 raise ProtocolError(f"expected CONNACK, got {ptype.name}")
             raise ProtocolError(f"unexpected {ptype.name} after the connection was accepted")
-        if ptype == PacketType.AUTH and self._level != MQTT_5:  # pragma: no cover - codec refuses
-            raise MalformedPacketError("AUTH before MQTT 5")
         handler = _HANDLERS[ptype]
         handler(self, packet, now)
 
@@ -965,7 +998,9 @@ class ClientSession:
         clean = self.config.clean_start
         if packet.session_present and clean:
             # [MQTT-3.2.2-4]: a client without session state must close on Session Present 1.
-            raise ProtocolError("CONNACK has Session Present set although we asked for a clean start")
+            raise ProtocolError(
+                "CONNACK has Session Present set although we asked for a clean start"
+            )
         props = packet.properties
         if level == MQTT_5:
             if props.receive_maximum is not None:
@@ -1098,7 +1133,12 @@ class ClientSession:
                 f"topic alias {alias} used before it was set", ReasonCode.TOPIC_ALIAS_INVALID
             )
         return Publish(
-            topic, packet.payload, packet.qos, packet.retain, packet.dup, packet.packet_id,
+            topic,
+            packet.payload,
+            packet.qos,
+            packet.retain,
+            packet.dup,
+            packet.packet_id,
             packet.properties,
         )
 
@@ -1254,6 +1294,7 @@ class ClientSession:
         self._buffer.clear()
         self._out = []
         self._ping_sent = None
+        self._writable = True
 
     def _restore(self) -> None:
         """Load unfinished flows from the stores (a durable store after a restart)."""

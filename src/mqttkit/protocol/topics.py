@@ -80,6 +80,9 @@ def validate_topic_filter(topic_filter: str) -> bytes:
     """
     raw = _encode(topic_filter, "topic filter")
     levels = topic_filter.split("/")
+    if levels[0] == "$share":
+        # First, so that a bad share name gets the share-name message, not the wildcard one.
+        parse_shared(topic_filter)
     last = len(levels) - 1
     for i, level in enumerate(levels):
         if "#" in level and (level != "#" or i != last):
@@ -93,8 +96,6 @@ def validate_topic_filter(topic_filter: str) -> bytes:
             raise InvalidTopicError(
                 f"topic filter {topic_filter!r}: '+' must occupy a whole level (e.g. 'a/+/b')"
             )
-    if levels[0] == "$share":
-        parse_shared(topic_filter)
     return raw
 
 

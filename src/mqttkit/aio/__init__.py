@@ -1,0 +1,11 @@
+"""The asyncio driver and the asyncio client.
+
+``Engine`` is the only code in mqttkit that touches sockets and timers; ``Client`` is the public
+asyncio front built on it (the blocking front in ``mqttkit.sync`` runs the same engine on a
+private loop thread).
+"""
+
+from .client import Client
+from .engine import Engine
+
+__all__ = ["Client", "Engine"]

@@ -1,0 +1,277 @@
+"""The asyncio client: ``async with Client(url) as c``, ``await c.publish(...)``,
+``async for message in c.messages()``.
+
+A thin front over :class:`~mqttkit.aio.engine.Engine`: it turns operation tokens into awaitables
+and message events into an async iterator. Incoming QoS 1/2 messages are acknowledged when the
+consumer asks for the next message (or leaves the loop), so the broker only considers a message
+delivered once the application's loop body has run for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any
+
+from .._api import Granted, filters_from, granted_from, subscriptions_from
+from ..options import ClientOptions, parse_options
+from ..protocol import session as s
+from ..protocol.errors import ClientClosedError
+from ..protocol.packets import ConnAck, Publish
+from .engine import Engine
+
+__all__ = ["Client"]
+
+log = logging.getLogger("mqttkit")
+
+
+class _Token(asyncio.Future[Any]):
+    """An awaitable operation result that the engine completes."""
+
+    def resolve(self, value: Any) -> None:
+        if not self.done():
+            self.set_result(value)
+
+    def reject(self, error: BaseException) -> None:
+        if not self.done():
+            self.set_exception(error)
+
+
+class Client:
+    """An MQTT client for asyncio.
+
+    Args:
+        url: ``mqtt://``, ``mqtts://``, ``unix://`` URL of the broker (user:password allowed).
+        options: a dict with the seed / MQTT.js option names (``clientId``, ``keepalive``...).
+        **kwargs: any :class:`~mqttkit.options.ClientOptions` field (``client_id``,
+            ``keepalive``, ``protocol_version``, ``cafile``...), durations in seconds.
+
+    Raises:
+        UnknownOptionError: an option that does not exist.
+        InvalidOptionError: an option value out of range.
+
+    Use ``async with Client(url) as client:`` or ``await client.connect()`` /
+    ``await client.close()``. After the first connection, a lost connection is re-established in
+    the background (``reconnect_period``); operations issued meanwhile are queued.
+    """
+
+    def __init__(
+        self, url: str | None = None, options: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        self.options: ClientOptions = parse_options(url, options, **kwargs)
+        self._engine: Engine | None = None
+        self._messages: deque[tuple[Publish, s.Ack | None]] = deque()
+        self._message_waiter: asyncio.Future[None] | None = None
+        self._connect_waiter: asyncio.Future[ConnAck] | None = None
+        self._ended = False
+
+    # -- Listener protocol (called by the engine) -------------------------------------------------
+
+    def emit(self, name: str, *args: Any) -> None:
+        """Engine event sink (internal)."""
+        if name == "message":
+            self._messages.append((args[0], args[1]))
+            self._wake_consumer()
+        elif name == "connect":
+            waiter = self._connect_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(args[0])
+        elif name == "error":
+            waiter = self._connect_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(args[0])
+            else:
+                log.warning("mqttkit: %s", args[0])
+        elif name == "end":
+            self._ended = True
+            self._wake_consumer()
+
+    def stopped(self) -> None:
+        """Engine stopped (internal)."""
+        self._ended = True
+        self._wake_consumer()
+        waiter = self._connect_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ClientClosedError("the client stopped before it connected"))
+
+    def _wake_consumer(self) -> None:
+        waiter = self._message_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- public API -------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while connected to the broker."""
+        return self._engine is not None and self._engine.connected
+
+    @property
+    def protocol_version(self) -> int:
+        """The protocol level: 3, 4 or 5."""
+        return self.options.protocol_version
+
+    async def connect(self) -> ConnAck:
+        """Connect, and return the broker's CONNACK.
+
+        Raises:
+            MQTTConnectionError: the first connection attempt failed (DNS, refused, TLS,
+                timeout, CONNACK refusal...). The client does not retry in the background
+                then; call ``connect()`` again.
+        """
+        loop = asyncio.get_running_loop()
+        if self._engine is None:
+            self._engine = Engine(self.options, self, loop)
+        elif self._engine.loop is not loop:
+            raise RuntimeError("this client belongs to another event loop")
+        engine = self._engine
+        if engine.connected:
+            assert engine.session.connack is not None
+            return engine.session.connack
+        self._ended = False
+        self._connect_waiter = loop.create_future()
+        engine.start()
+        try:
+            return await self._connect_waiter
+        except BaseException:
+            await self.close(force=True)
+            raise
+        finally:
+            self._connect_waiter = None
+
+    async def close(self, force: bool = False) -> None:
+        """Close: wait (up to ``close_timeout``) for outstanding acknowledgements, send
+        DISCONNECT and close the connection; ``force=True`` does not wait."""
+        engine = self._engine
+        if engine is None:
+            return
+        token = _Token(loop=engine.loop)
+        engine.close(force, token)
+        await token
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close(force=exc_type is not None and not issubclass(exc_type, Exception))
+
+    def _require_engine(self) -> Engine:
+        if self._engine is None:
+            raise ClientClosedError("call connect() (or use 'async with') first")
+        return self._engine
+
+    async def publish(
+        self,
+        topic: str,
+        payload: str | bytes | bytearray | memoryview = b"",
+        qos: int = 0,
+        retain: bool = False,
+        properties: Any = None,
+    ) -> int:
+        """Publish a message; returns when its QoS flow has completed (QoS 0: when written).
+
+        Returns:
+            The reason code of PUBACK / PUBREC (MQTT 5; 0 otherwise).
+
+        Raises:
+            InvalidTopicError, InvalidQoSError, PayloadTypeError: at once, for bad arguments.
+            QueueFullError: ``max_queued`` messages already wait.
+            PublishError: the broker refused the message (MQTT 5 reason code).
+            ClientClosedError: the client was closed before the flow completed.
+        """
+        engine = self._require_engine()
+        request = s.prepare_publish(
+            topic, payload, qos, retain, properties, self.options.protocol_version
+        )
+        token = _Token(loop=engine.loop)
+        engine.publish(request, token)
+        result: int = await token
+        return result
+
+    async def subscribe(
+        self,
+        topic: Any,
+        qos: int = 0,
+        *,
+        no_local: bool = False,
+        retain_as_published: bool = False,
+        retain_handling: int = 0,
+        properties: Any = None,
+    ) -> list[Granted]:
+        """Subscribe to a filter, a list of filters or a dict ``{filter: qos}``.
+
+        Returns:
+            One :class:`Granted` ``(topic, qos)`` per filter; qos >= 128 means refused.
+
+        Raises:
+            InvalidTopicError, InvalidQoSError: at once, for bad arguments.
+            SubscribeError: the broker refused every filter.
+        """
+        engine = self._require_engine()
+        subs = subscriptions_from(
+            topic,
+            qos,
+            no_local=no_local,
+            retain_as_published=retain_as_published,
+            retain_handling=retain_handling,
+        )
+        request = s.prepare_subscribe(subs, properties, self.options.protocol_version)
+        token = _Token(loop=engine.loop)
+        engine.subscribe(request, token)
+        event: s.SubscribeCompleted = await token
+        return granted_from(event)
+
+    async def unsubscribe(self, topic: Any, properties: Any = None) -> tuple[int, ...]:
+        """Unsubscribe from a filter or a list of filters.
+
+        Returns:
+            MQTT 5 reason codes, one per filter (empty for MQTT 3.x).
+        """
+        engine = self._require_engine()
+        request = s.prepare_unsubscribe(
+            filters_from(topic), properties, self.options.protocol_version
+        )
+        token = _Token(loop=engine.loop)
+        engine.unsubscribe(request, token)
+        event: s.UnsubscribeCompleted = await token
+        return event.reason_codes
+
+    async def messages(self) -> AsyncIterator[Publish]:
+        """Incoming messages, in order, until the client is closed.
+
+        Each QoS 1/2 message is acknowledged to the broker when the loop asks for the next
+        one (or ends), i.e. after the loop body has handled it.
+        """
+        engine = self._require_engine()
+        pending_ack: s.Ack | None = None
+        try:
+            while True:
+                if pending_ack is not None:
+                    engine.acknowledge(pending_ack)
+                    pending_ack = None
+                while not self._messages:
+                    if self._ended:
+                        return
+                    self._message_waiter = engine.loop.create_future()
+                    try:
+                        await self._message_waiter
+                    finally:
+                        self._message_waiter = None
+                message, pending_ack = self._messages.popleft()
+                yield message
+        finally:
+            if pending_ack is not None and self._engine is not None:
+                self._engine.acknowledge(pending_ack)
+
+    def __repr__(self) -> str:
+        state = "connected" if self.connected else "disconnected"
+        return f"<mqttkit.aio.Client {self.options.url} {state}>"

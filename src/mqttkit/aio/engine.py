@@ -1,0 +1,556 @@
+"""The one I/O driver: runs a ClientSession over an asyncio transport.
+
+Theory of operation
+-------------------
+:class:`Engine` owns the socket, the single keepalive timer and the reconnect loop; the
+:class:`~mqttkit.protocol.session.ClientSession` owns every protocol decision. The engine feeds
+the session what arrives, writes what the session wants sent, arms one timer at the session's
+deadline, and turns session events into two kinds of output:
+
+* **client events**, through ``listener.emit(name, *args)``: ``connect(connack)``,
+  ``reconnect()``, ``close()``, ``offline()``, ``error(err)``, ``message(msg, ack)``,
+  ``disconnect(packet)``, ``auth(packet)``, ``end()``, ``packetsend(packet)``,
+  ``packetreceive(packet)``; and ``listener.stopped()`` when the engine will emit nothing more
+  until started again;
+* **operation results**, through the token each operation was given: ``token.resolve(value)``
+  or ``token.reject(error)``.
+
+Every method runs on the engine's event loop. :meth:`Engine.submit` is the only thread-safe
+entry: it queues a call and wakes the loop once per batch, so a thread publishing thousands of
+messages costs one loop wake-up per batch, not one per message.
+
+Event order, per connection attempt: ``reconnect`` (not before the first attempt), then either
+``connect`` or ``error``; when an open connection ends: ``error`` (if it ended by an error),
+``close``, and ``offline`` once per outage; a user ``close()`` gives ``close`` (if a connection
+was open) and ``end``, never ``offline``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..options import ClientOptions
+from ..protocol import session as s
+from ..protocol.errors import (
+    ClientClosedError,
+    ConnectionLostError,
+    ConnectionRefusedError,
+    ConnectTimeoutError,
+    InvalidOptionError,
+    MQTTError,
+    ServerDisconnectError,
+)
+from ..protocol.packets import ConnAck
+from ..protocol.store import MemoryStore
+from .transport import make_ssl_context, map_connect_error, map_lost_error, open_transport
+
+__all__ = ["Engine", "Listener", "Token", "backoff_delay"]
+
+log = logging.getLogger("mqttkit")
+
+
+class Listener(Protocol):
+    """Receives client events from the engine, on the engine's loop."""
+
+    def emit(self, name: str, *args: Any) -> None:
+        """A client event (see the module docstring for names and arguments)."""
+
+    def stopped(self) -> None:
+        """The engine is idle: no event comes until it is started again."""
+
+
+class Token(Protocol):
+    """Completion of one operation (publish, subscribe, unsubscribe, close)."""
+
+    def resolve(self, value: Any) -> None:
+        """The operation succeeded with ``value``."""
+
+    def reject(self, error: BaseException) -> None:
+        """The operation failed with ``error``."""
+
+
+def backoff_delay(attempt: int, period: float, maximum: float, rng: random.Random) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` (0-based).
+
+    Exponential from ``period``, capped at ``maximum``, with "equal jitter": uniformly in
+    [d/2, d], so that many clients cut at once do not come back in step.
+    """
+    delay = min(maximum, period * float(1 << min(attempt, 30)))
+    jitter: float = rng.random()
+    return delay / 2 + jitter * delay / 2
+
+
+class _Protocol(asyncio.Protocol):
+    """Forwards transport callbacks to the engine, tagged with itself to ignore stale ones."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.engine._on_connection_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.engine._protocol is self:
+            self.engine._on_data(data)
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.engine._on_connection_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        if self.engine._protocol is self:
+            self.engine.session.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.engine._protocol is self:
+            self.engine.session.resume_writing(self.engine.loop.time())
+            self.engine._after()
+
+
+# Engine states.
+_IDLE, _RUNNING, _CLOSING, _CLOSED = "idle", "running", "closing", "closed"
+
+
+class Engine:
+    """Drives one client connection (and its reconnections) on an asyncio loop.
+
+    Args:
+        options: parsed client options.
+        listener: receives client events.
+        loop: the loop to run on (the running loop by default).
+    """
+
+    def __init__(
+        self,
+        options: ClientOptions,
+        listener: Listener,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.options = options
+        self.listener = listener
+        self.loop = loop or asyncio.get_running_loop()
+        self.session = s.ClientSession(options.session_config())
+        try:
+            self._ssl = make_ssl_context(options)
+        except (OSError, ValueError) as exc:
+            raise InvalidOptionError(f"cannot set up TLS: {exc}") from exc
+        self.state = _IDLE
+        self.rng = random.Random()
+        self._protocol: _Protocol | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._close_task: asyncio.Task[None] | None = None
+        self._connack: asyncio.Future[ConnAck] | None = None
+        self._lost: asyncio.Future[MQTTError | None] | None = None
+        self._wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._flush_scheduled = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._close_tokens: list[Token] = []
+        self._commands: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._commands_lock = threading.Lock()
+        self._wakeup_pending = False
+        self._stop_reconnecting = False
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open and accepted by CONNACK."""
+        return self.session.connected
+
+    @property
+    def active(self) -> bool:
+        """True while the engine connects, is connected, reconnects or closes."""
+        return self.state in (_RUNNING, _CLOSING)
+
+    # -- thread-safe entry ---------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop, from any thread, in submission order (batched)."""
+        self._commands.append((fn, args))
+        if not self._wakeup_pending:
+            with self._commands_lock:
+                if not self._wakeup_pending:
+                    self._wakeup_pending = True
+                    self.loop.call_soon_threadsafe(self._run_commands)
+
+    def _run_commands(self) -> None:
+        with self._commands_lock:
+            self._wakeup_pending = False
+        commands = self._commands
+        while commands:
+            fn, args = commands.popleft()
+            try:
+                fn(*args)
+            except Exception:  # a command must not kill the others
+                log.exception("error in submitted call %r", fn)
+
+    # -- operations (loop thread) ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin connecting (and reconnecting); a no-op while already running."""
+        if self.state in (_RUNNING, _CLOSING):
+            return
+        if self.state == _CLOSED:
+            # A closed client that connects again starts a new session object (which
+            # reloads unfinished flows from the stores).
+            self.session = s.ClientSession(self.options.session_config())
+        self.state = _RUNNING
+        self._stop_reconnecting = False
+        self._run_task = self.loop.create_task(self._run())
+
+    def publish(self, request: s.PublishRequest, token: Token | None) -> None:
+        """Queue a publish; ``token`` resolves when its QoS flow completes."""
+        if self.state in (_CLOSED, _CLOSING):
+            if token is not None:
+                token.reject(ClientClosedError("the client is closed; call connect() first"))
+            return
+        try:
+            self.session.publish(request, self.loop.time(), token)
+        except MQTTError as exc:
+            if token is not None:
+                token.reject(exc)
+            return
+        self._after()
+
+    def subscribe(self, request: s.SubscribeRequest, token: Token | None) -> None:
+        """Queue a SUBSCRIBE; ``token`` resolves with the SubscribeCompleted event."""
+        if self.state in (_CLOSED, _CLOSING):
+            if token is not None:
+                token.reject(ClientClosedError("the client is closed; call connect() first"))
+            return
+        self.session.subscribe(request, self.loop.time(), token)
+        self._after()
+
+    def unsubscribe(self, request: s.UnsubscribeRequest, token: Token | None) -> None:
+        """Queue an UNSUBSCRIBE; ``token`` resolves with the UnsubscribeCompleted event."""
+        if self.state in (_CLOSED, _CLOSING):
+            if token is not None:
+                token.reject(ClientClosedError("the client is closed; call connect() first"))
+            return
+        self.session.unsubscribe(request, self.loop.time(), token)
+        self._after()
+
+    def acknowledge(self, ack: s.Ack) -> None:
+        """The application has the message of ``ack``."""
+        self.session.acknowledge(ack, self.loop.time())
+        self._after()
+
+    def acknowledge_many(self, acks: list[s.Ack]) -> None:
+        """Acknowledge several messages at once, in order."""
+        now = self.loop.time()
+        for ack in acks:
+            self.session.acknowledge(ack, now)
+        self._after()
+
+    def set_trace(self, enabled: bool) -> None:
+        """Emit packetsend / packetreceive events (costs a decode per outgoing PUBLISH)."""
+        self.session.config.trace_packets = enabled
+
+    def reconnect(self) -> None:
+        """Reconnect now: drop the current connection (if any) or cut a backoff short."""
+        if self.state == _RUNNING:
+            self._wake.set()
+            if self._protocol is not None and self._protocol.transport is not None:
+                self._protocol.transport.close()
+        else:
+            self.start()
+
+    def close(self, force: bool = False, token: Token | None = None) -> None:
+        """Close the client: gracefully (wait for outstanding acks, bounded by
+        ``close_timeout``, then DISCONNECT) or at once with ``force``."""
+        if token is not None:
+            self._close_tokens.append(token)
+        if self.state in (_IDLE, _CLOSED):
+            self.state = _CLOSED
+            self._resolve_close_tokens()
+            return
+        if self._close_task is not None:
+            if force:
+                self._close_task.cancel()
+                self._close_task = self.loop.create_task(self._close(True))
+            return
+        self._close_task = self.loop.create_task(self._close(force))
+
+    # -- the connection loop -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        offline_emitted = False
+        first = True
+        emit = self.listener.emit
+        while self.state == _RUNNING:
+            if not first:
+                emit("reconnect")
+            first = False
+            error: MQTTError | None
+            try:
+                await self._connect_once()
+            except MQTTError as exc:
+                error = exc
+            except Exception as exc:  # a bug must not end reconnecting silently
+                log.exception("unexpected error while connecting")
+                error = map_connect_error(exc, self.options)
+            else:
+                attempt = 0
+                offline_emitted = False
+                assert self._lost is not None
+                error = await self._lost
+            if self.state != _RUNNING:
+                return
+            if error is not None and not isinstance(error, ServerDisconnectError):
+                emit("error", error)
+            emit("close")
+            if not offline_emitted:
+                offline_emitted = True
+                emit("offline")
+            if isinstance(error, ConnectionRefusedError) and error.permanent:
+                log.warning("not reconnecting: %s", error)
+                break
+            if self.options.reconnect_period <= 0 or self._stop_reconnecting:
+                break
+            delay = backoff_delay(
+                attempt, self.options.reconnect_period, self.options.reconnect_max, self.rng
+            )
+            attempt += 1
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+        if self.state == _RUNNING:
+            self.state = _IDLE
+            self.listener.stopped()
+
+    async def _connect_once(self) -> None:
+        loop = self.loop
+        self._connack = loop.create_future()
+        self._lost = loop.create_future()
+        stage = "sending"
+        timeout = self.options.connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    await open_transport(self.options, lambda: _Protocol(self), self._ssl)
+                except MQTTError:
+                    raise
+                except Exception as exc:  # anything else the loop raises while connecting
+                    raise map_connect_error(exc, self.options) from exc
+                stage = "receiving"
+                await self._connack
+        except TimeoutError:
+            await self._drop_transport()
+            what = (
+                "the TCP/TLS connection or the CONNECT write did not complete"
+                if stage == "sending"
+                else "no CONNACK arrived"
+            )
+            raise ConnectTimeoutError(
+                f"{what} within connect_timeout={timeout:g} s ({self.options.url})", stage
+            ) from None
+        except MQTTError:
+            await self._drop_transport()
+            raise
+
+    async def _drop_transport(self) -> None:
+        """Close a half-open connection and wait (bounded) until it is gone."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            return
+        protocol.transport.abort()
+        lost = self._lost
+        if lost is not None and not lost.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(lost), 5.0)
+            except TimeoutError:  # pragma: no cover - abort() always calls connection_lost
+                log.warning("transport did not report its end after abort()")
+                self._on_connection_lost(protocol, None)
+
+    async def _close(self, force: bool) -> None:
+        if not force and self.session.connected and self.session.pending:
+            waiter = self.loop.create_future()
+            self._drain_waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, self.options.close_timeout)
+            except TimeoutError:
+                log.warning(
+                    "close: %d operations still unfinished after close_timeout=%g s",
+                    self.session.pending,
+                    self.options.close_timeout,
+                )
+        self.state = _CLOSING
+        self._wake.set()
+        had_connection = self._protocol is not None
+        if self.session.connected:
+            self.session.disconnect(self.loop.time())
+            self._after()
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+            lost = self._lost
+            if lost is not None and not lost.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(lost), 2.0)
+                except TimeoutError:
+                    protocol.transport.abort()
+        if self._run_task is not None and not self._run_task.done():
+            self._run_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._run_task
+        forget = isinstance(self.session.config.outgoing_store, MemoryStore)
+        self.session.fail_pending(
+            ClientClosedError("the client was closed before the operation completed"),
+            forget=forget,
+        )
+        self._process_events()
+        self._cancel_timer()
+        self.state = _CLOSED
+        if had_connection:
+            self.listener.emit("close")
+        self.listener.emit("end")
+        self._close_task = None
+        self._resolve_close_tokens()
+        self.listener.stopped()
+
+    def _resolve_close_tokens(self) -> None:
+        tokens, self._close_tokens = self._close_tokens, []
+        for token in tokens:
+            token.resolve(None)
+
+    # -- transport callbacks ---------------------------------------------------------------------
+
+    def _on_connection_made(self, protocol: _Protocol) -> None:
+        if self.state != _RUNNING or self._protocol is not None:
+            assert protocol.transport is not None
+            protocol.transport.abort()
+            return
+        self._protocol = protocol
+        self.session.connection_made(self.loop.time())
+        self._after_now()
+
+    def _on_data(self, data: bytes) -> None:
+        self.session.receive_data(data, self.loop.time())
+        self._after_now()
+
+    def _on_connection_lost(self, protocol: _Protocol, exc: BaseException | None) -> None:
+        if protocol is not self._protocol:
+            return
+        self._protocol = None
+        session = self.session
+        lost_error = map_lost_error(exc)
+        cause = session.error
+        session.connection_lost(self.loop.time(), lost_error)
+        self._process_events()
+        self._cancel_timer()
+        error = cause if cause is not None else lost_error
+        connack = self._connack
+        if connack is not None and not connack.done():
+            connack.set_exception(
+                error
+                or ConnectionLostError(f"{self.options.url} closed the connection before CONNACK")
+            )
+            connack.exception()  # mark retrieved; _connect_once reads it
+        lost = self._lost
+        if lost is not None and not lost.done():
+            lost.set_result(error)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _after(self) -> None:
+        """After an operation: dispatch events and flush soon (coalescing many calls)."""
+        self._process_events()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _after_now(self) -> None:
+        self._process_events()
+        self._flush()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        data = self.session.data_to_send()
+        protocol = self._protocol
+        if data and protocol is not None and protocol.transport is not None:
+            protocol.transport.write(data)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.session.next_deadline()
+        if deadline is None:
+            self._cancel_timer()
+        elif self._timer is None or deadline < self._timer_at:
+            self._cancel_timer()
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.session.handle_timer(self.loop.time())
+        self._after_now()
+
+    def _process_events(self) -> None:
+        events = self.session.events_received()
+        if not events:
+            return
+        emit = self.listener.emit
+        for event in events:
+            # Most frequent first: this runs per message.
+            if isinstance(event, s.MessageReceived):
+                emit("message", event.message, event.ack)
+            elif isinstance(event, s.PublishCompleted):
+                token: Token = event.token
+                if event.error is None:
+                    token.resolve(event.reason_code)
+                else:
+                    token.reject(event.error)
+            elif isinstance(event, s.SubscribeCompleted | s.UnsubscribeCompleted):
+                if event.token is None:  # our own resubscribe after a lost session
+                    if event.error is not None:
+                        emit("error", event.error)
+                elif event.error is None:
+                    event.token.resolve(event)
+                else:
+                    event.token.reject(event.error)
+            elif isinstance(event, s.Connected):
+                if self._connack is not None and not self._connack.done():
+                    self._connack.set_result(event.connack)
+                emit("connect", event.connack)
+            elif isinstance(event, s.ConnectionRefused):
+                if self._connack is not None and not self._connack.done():
+                    self._connack.set_exception(event.error)
+            elif isinstance(event, s.ConnectionClosing):
+                protocol = self._protocol
+                data = self.session.data_to_send()
+                if protocol is not None and protocol.transport is not None:
+                    if data:
+                        protocol.transport.write(data)
+                    protocol.transport.close()
+            elif isinstance(event, s.ServerDisconnected):
+                emit("disconnect", event.packet)
+            elif isinstance(event, s.AuthReceived):
+                emit("auth", event.packet)
+            elif isinstance(event, s.PacketSent):
+                emit("packetsend", event.packet)
+            elif isinstance(event, s.PacketReceived):
+                emit("packetreceive", event.packet)
+        if self._drain_waiters and not self.session.pending:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)

@@ -1,0 +1,439 @@
+"""Client options: one dataclass, parsed from a URL, the seed's option dict, and keywords.
+
+This module owns the option names, units, defaults and validation shared by every front. It
+does no I/O. Two spellings are accepted:
+
+* the seed / MQTT.js dict (``{"clientId": ..., "connectTimeout": 5000}``): camelCase names,
+  durations in **milliseconds** (``keepalive`` is in seconds, as in the seed);
+* Python keywords (``client_id=..., connect_timeout=5.0``): snake_case, durations in
+  **seconds**.
+
+Precedence: keywords over the dict over the URL over defaults. An unknown name is an
+:class:`UnknownOptionError` (a ``TypeError``) naming it; a bad value is an
+:class:`InvalidOptionError` (a ``ValueError``) saying what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import secrets
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit
+
+from .protocol.errors import InvalidOptionError, UnknownOptionError
+from .protocol.packets import MQTT_3_1, MQTT_3_1_1, MQTT_5, NO_PROPERTIES, Properties, Will
+from .protocol.session import SessionConfig, normalize_payload
+from .protocol.store import MemoryStore, Store
+from .protocol.topics import validate_topic_name
+
+__all__ = ["DEFAULT_PORTS", "ClientOptions", "parse_options"]
+
+#: URL scheme -> transport.
+SCHEMES: Final = {
+    "mqtt": "tcp",
+    "tcp": "tcp",
+    "mqtts": "tls",
+    "ssl": "tls",
+    "tls": "tls",
+    "ws": "ws",
+    "wss": "wss",
+    "unix": "unix",
+}
+#: Default port per transport.
+DEFAULT_PORTS: Final = {"tcp": 1883, "tls": 8883, "ws": 80, "wss": 443}
+
+
+@dataclass(slots=True)
+class ClientOptions:
+    """Every setting of a client. Build it with :func:`parse_options`."""
+
+    host: str = "localhost"
+    """Broker host name or IP address (seed: ``hostname``)."""
+    port: int | None = None
+    """Broker port; default 1883 (TCP), 8883 (TLS), 80 (ws), 443 (wss)."""
+    transport: str = "tcp"
+    """``tcp``, ``tls``, ``ws``, ``wss`` or ``unix``; set by the URL scheme (seed: ``protocol``)."""
+    path: str | None = None
+    """Unix socket path (``unix://``), or the WebSocket path (default ``/mqtt``)."""
+    client_id: str = ""
+    """Client identifier (seed: ``clientId``); default a random ``mqttkit_`` + 8 hex digits."""
+    keepalive: int = 10
+    """Seconds between keepalive probes; 0 disables them (seed default 10)."""
+    clean: bool = True
+    """Start with a clean session (MQTT 5: Clean Start; 3.1.1: Clean Session)."""
+    connect_timeout: float = 30.0
+    """Seconds for TCP + TLS + CONNACK (seed: ``connectTimeout`` in ms, default 30,000)."""
+    reconnect_period: float = 1.0
+    """Seconds before the first reconnect, doubling with jitter up to ``reconnect_max``;
+    0 disables reconnecting (seed: ``reconnectPeriod`` in ms, default 1,000)."""
+    reconnect_max: float = 60.0
+    """Upper bound of the reconnect backoff, in seconds."""
+    username: str | None = None
+    """User name for CONNECT."""
+    password: bytes | None = field(default=None, repr=False)
+    """Password for CONNECT (str is sent as UTF-8); never logged or shown."""
+    protocol_version: int = MQTT_3_1_1
+    """3 (MQTT 3.1), 4 (MQTT 3.1.1, default) or 5 (MQTT 5.0) (seed: ``protocolVersion``)."""
+    will: Will | None = None
+    """Last Will: a :class:`Will` or a dict with ``topic``, ``payload``, ``qos``, ``retain``."""
+    properties: Properties = NO_PROPERTIES
+    """MQTT 5 CONNECT properties (session expiry, receive maximum, user properties...)."""
+    cafile: str | None = None
+    """CA bundle (PEM file) that signs the broker's certificate (seed/MQTT.js: ``ca``)."""
+    cadata: str | None = None
+    """CA certificates as PEM text (MQTT.js ``ca`` given as content)."""
+    certfile: str | None = None
+    """Client certificate (PEM file) for mutual TLS (MQTT.js: ``cert``)."""
+    keyfile: str | None = None
+    """Private key of ``certfile`` (MQTT.js: ``key``)."""
+    ssl_context: ssl.SSLContext | None = None
+    """A ready ``ssl.SSLContext``; overrides cafile/certfile/keyfile/insecure."""
+    insecure: bool = False
+    """Skip certificate and host name verification. Only for tests
+    (MQTT.js: ``rejectUnauthorized: false``)."""
+    server_hostname: str | None = None
+    """Host name checked against the certificate, if not ``host`` (MQTT.js: ``servername``)."""
+    incoming_store: Store = field(default_factory=MemoryStore)
+    """Store for incoming QoS 2 state (seed: ``incomingStore``)."""
+    outgoing_store: Store = field(default_factory=MemoryStore)
+    """Store for outgoing QoS 1/2 messages (seed: ``outgoingStore``)."""
+    max_inflight: int = 65_535
+    """Most outgoing QoS 1/2 messages awaiting acknowledgement (MQTT 5: also capped by the
+    broker's Receive Maximum)."""
+    max_queued: int = 100_000
+    """Most messages waiting to be sent (offline, or behind a full window); more raise
+    :class:`QueueFullError`."""
+    max_packet_size: int = 268_435_460
+    """Largest incoming packet accepted, in bytes."""
+    close_timeout: float = 10.0
+    """Seconds a graceful ``close()`` waits for outstanding acknowledgements."""
+    callback: Callable[..., Any] | None = None
+    """Called for each message, as a ``message`` listener (seed: ``callback``)."""
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "password":
+                if value is not None:
+                    shown.append("password='***'")
+                continue
+            if value != f.default and not callable(f.default_factory):
+                shown.append(f"{f.name}={value!r}")
+        return f"ClientOptions({', '.join(shown)})"
+
+    @property
+    def url(self) -> str:
+        """The broker address as a URL (no credentials)."""
+        if self.transport == "unix":
+            return f"unix://{self.path}"
+        scheme = {"tcp": "mqtt", "tls": "mqtts"}.get(self.transport, self.transport)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def session_config(self) -> SessionConfig:
+        """The part of the options the sans-IO session needs."""
+        return SessionConfig(
+            client_id=self.client_id,
+            protocol_level=self.protocol_version,
+            clean_start=self.clean,
+            keepalive=self.keepalive,
+            username=self.username,
+            password=self.password,
+            will=self.will,
+            properties=self.properties,
+            max_inflight=self.max_inflight,
+            max_queued=self.max_queued,
+            max_packet_size=self.max_packet_size,
+            outgoing_store=self.outgoing_store,
+            incoming_store=self.incoming_store,
+        )
+
+
+# Seed / MQTT.js option name -> (field, converter from the seed's unit).
+def _ms(value: Any) -> float:
+    return _number(value, "milliseconds") / 1000.0
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _not_bool(value: Any) -> bool:
+    return not value
+
+
+_SEED_NAMES: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
+    "clientId": ("client_id", _same),
+    "keepalive": ("keepalive", _same),
+    "clean": ("clean", _same),
+    "connectTimeout": ("connect_timeout", _ms),
+    "reconnectPeriod": ("reconnect_period", _ms),
+    "hostname": ("host", _same),
+    "host": ("host", _same),
+    "port": ("port", _same),
+    "protocol": ("transport", _same),
+    "username": ("username", _same),
+    "password": ("password", _same),
+    "incomingStore": ("incoming_store", _same),
+    "outgoingStore": ("outgoing_store", _same),
+    "callback": ("callback", _same),
+    "will": ("will", _same),
+    "protocolVersion": ("protocol_version", _same),
+    "properties": ("properties", _same),
+    "ca": ("ca", _same),
+    "cert": ("certfile", _same),
+    "key": ("keyfile", _same),
+    "rejectUnauthorized": ("insecure", _not_bool),
+    "servername": ("server_hostname", _same),
+    "path": ("path", _same),
+}
+_FIELD_NAMES: Final = frozenset(f.name for f in fields(ClientOptions))
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidOptionError(f"expected a number of {what}, got {value!r}")
+    return float(value)
+
+
+def parse_options(
+    url: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> ClientOptions:
+    """Build :class:`ClientOptions` from a URL, a seed-style dict and keywords.
+
+    Raises:
+        UnknownOptionError: an option name that does not exist (it is named).
+        InvalidOptionError: a value out of range, a bad URL or scheme.
+    """
+    values: dict[str, Any] = {}
+    if url is not None:
+        values.update(_parse_url(url))
+    if options is not None:
+        if not isinstance(options, Mapping):
+            raise InvalidOptionError(
+                f"options must be a dict of seed option names, not {type(options).__name__}"
+            )
+        for name, value in options.items():
+            if name in _SEED_NAMES:
+                field_name, convert = _SEED_NAMES[name]
+                values[field_name] = convert(value)
+            elif name in _FIELD_NAMES:
+                values[name] = value
+            else:
+                raise UnknownOptionError(_unknown(name))
+    for name, value in kwargs.items():
+        if name == "ca":
+            values["ca"] = value
+        elif name not in _FIELD_NAMES:
+            raise UnknownOptionError(_unknown(name))
+        else:
+            values[name] = value
+    if "transport" in values and values["transport"] in SCHEMES:
+        # The seed's ``protocol`` option names a scheme ("mqtt", "mqtts", "ws"...).
+        values["transport"] = SCHEMES[values["transport"]]
+    ca = values.pop("ca", None)
+    if ca is not None:
+        if isinstance(ca, bytes):
+            ca = ca.decode("ascii")
+        if not isinstance(ca, str):
+            raise InvalidOptionError("ca must be a PEM file path or PEM text")
+        if "-----BEGIN" in ca:
+            values["cadata"] = ca
+        else:
+            values["cafile"] = ca
+    opts = ClientOptions(**values)
+    return _validate(opts)
+
+
+def _unknown(name: str) -> str:
+    candidates = sorted(_FIELD_NAMES | set(_SEED_NAMES))
+    close = difflib.get_close_matches(name, candidates, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown option {name!r}{hint}"
+
+
+def _parse_url(url: str) -> dict[str, Any]:
+    if not isinstance(url, str):
+        raise InvalidOptionError(f"url must be a str such as 'mqtt://localhost', not {url!r}")
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise InvalidOptionError(
+            f"unsupported URL scheme {parts.scheme!r} in {url!r}; use one of "
+            + ", ".join(f"{s}://" for s in SCHEMES)
+        )
+    transport = SCHEMES[scheme]
+    values: dict[str, Any] = {"transport": transport}
+    if transport == "unix":
+        path = unquote(parts.path or parts.netloc)
+        if not path:
+            raise InvalidOptionError(f"unix URL {url!r} needs a socket path: unix:///run/mqtt.sock")
+        values["path"] = path
+        return values
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidOptionError(f"port in {url!r} is not a number in 1..65535") from None
+    if parts.hostname:
+        values["host"] = parts.hostname
+    if port is not None:
+        values["port"] = port
+    if parts.username:
+        values["username"] = unquote(parts.username)
+    if parts.password is not None:
+        values["password"] = unquote(parts.password)
+    if transport in ("ws", "wss") and parts.path:
+        values["path"] = parts.path + (f"?{parts.query}" if parts.query else "")
+    return values
+
+
+def _validate(o: ClientOptions) -> ClientOptions:
+    if o.transport not in DEFAULT_PORTS and o.transport != "unix":
+        raise InvalidOptionError(
+            f"unsupported transport/protocol {o.transport!r}; use mqtt, mqtts, ws, wss or unix"
+        )
+    if o.transport in ("ws", "wss"):
+        raise InvalidOptionError(
+            f"the {o.transport}:// transport is not available in this version; use mqtt:// "
+            "or mqtts://"
+        )
+    if o.transport == "unix":
+        if not o.path:
+            raise InvalidOptionError("a unix transport needs path='/path/to/socket'")
+    else:
+        if not isinstance(o.host, str) or not o.host:
+            raise InvalidOptionError(f"host must be a non-empty str, not {o.host!r}")
+        if o.port is None:
+            o.port = DEFAULT_PORTS[o.transport]
+        if isinstance(o.port, bool) or not isinstance(o.port, int) or not 1 <= o.port <= 65535:
+            raise InvalidOptionError(f"port must be an int in 1..65535, not {o.port!r}")
+    if o.protocol_version not in (MQTT_3_1, MQTT_3_1_1, MQTT_5):
+        raise InvalidOptionError(
+            f"protocol_version must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), "
+            f"not {o.protocol_version!r}"
+        )
+    keepalive: Any = o.keepalive
+    if isinstance(keepalive, float) and keepalive.is_integer():
+        o.keepalive = keepalive = int(keepalive)
+    if isinstance(keepalive, bool) or not isinstance(keepalive, int):
+        raise InvalidOptionError(f"keepalive must be whole seconds, not {keepalive!r}")
+    if not 0 <= o.keepalive <= 65535:
+        raise InvalidOptionError(
+            f"keepalive must be 0..65535 seconds (0 disables it), not {o.keepalive}"
+        )
+    o.connect_timeout = _number(o.connect_timeout, "seconds")
+    if o.connect_timeout <= 0:
+        raise InvalidOptionError(f"connect_timeout must be > 0 seconds, not {o.connect_timeout}")
+    o.reconnect_period = _number(o.reconnect_period, "seconds")
+    o.reconnect_max = _number(o.reconnect_max, "seconds")
+    o.close_timeout = _number(o.close_timeout, "seconds")
+    if o.reconnect_period < 0 or o.reconnect_max < 0 or o.close_timeout < 0:
+        raise InvalidOptionError("reconnect_period, reconnect_max and close_timeout must be >= 0")
+    o.clean = bool(o.clean)
+    if o.client_id is None or o.client_id == "":
+        if o.client_id == "" and not o.clean and o.protocol_version == MQTT_5:
+            pass  # MQTT 5: the server assigns one, and we keep it for reconnects
+        else:
+            o.client_id = "mqttkit_" + secrets.token_hex(4)
+    if not isinstance(o.client_id, str):
+        raise InvalidOptionError(f"client_id must be a str, not {type(o.client_id).__name__}")
+    if len(o.client_id.encode("utf-8", "surrogatepass")) > 65535:
+        raise InvalidOptionError("client_id is longer than 65,535 bytes")
+    if o.username is not None and not isinstance(o.username, str):
+        raise InvalidOptionError("username must be a str")
+    password: Any = o.password
+    if password is not None:
+        if isinstance(password, str):
+            o.password = password.encode("utf-8")
+        elif isinstance(password, bytes | bytearray | memoryview):
+            o.password = bytes(password)
+        else:
+            raise InvalidOptionError("password must be str or bytes")
+    if o.will is not None:
+        o.will = _parse_will(o.will, o.protocol_version)
+    props: Any = o.properties
+    if props is None:
+        o.properties = props = NO_PROPERTIES
+    if not isinstance(props, Properties):
+        if isinstance(props, Mapping):
+            o.properties = _properties_from_mapping(props)
+        else:
+            raise InvalidOptionError("properties must be an mqttkit.Properties or a dict")
+    if o.properties and o.protocol_version != MQTT_5:
+        raise InvalidOptionError("CONNECT properties need protocol_version=5")
+    for name in ("max_inflight", "max_queued"):
+        value = getattr(o, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidOptionError(f"{name} must be an int >= 1, not {value!r}")
+    if o.max_inflight > 65535:
+        raise InvalidOptionError("max_inflight must be <= 65535")
+    for name in ("incoming_store", "outgoing_store"):
+        store = getattr(o, name)
+        if store is None:
+            setattr(o, name, MemoryStore())
+        elif not all(
+            callable(getattr(store, m, None)) for m in ("put", "get", "delete", "iterate", "close")
+        ):
+            raise InvalidOptionError(
+                f"{name} must implement put, get, delete, iterate and close (see mqttkit.Store)"
+            )
+    for name in ("cafile", "certfile", "keyfile"):
+        path = getattr(o, name)
+        if path is not None:
+            path = os.fspath(path)
+            setattr(o, name, path)
+            if not os.path.exists(path):
+                raise InvalidOptionError(f"{name} {path!r} does not exist")
+    if o.keyfile and not o.certfile:
+        raise InvalidOptionError("keyfile needs certfile")
+    if o.ssl_context is not None and not isinstance(o.ssl_context, ssl.SSLContext):
+        raise InvalidOptionError("ssl_context must be an ssl.SSLContext")
+    if o.callback is not None and not callable(o.callback):
+        raise InvalidOptionError("callback must be callable")
+    return o
+
+
+def _properties_from_mapping(mapping: Mapping[str, Any]) -> Properties:
+    # MQTT.js spells properties in camelCase: sessionExpiryInterval -> session_expiry_interval.
+    values = {}
+    names = {f.name for f in fields(Properties)}
+    for key, value in mapping.items():
+        snake = "".join("_" + c.lower() if c.isupper() else c for c in key)
+        if snake == "user_properties":
+            snake = "user_property"
+        if snake not in names:
+            raise UnknownOptionError(f"unknown MQTT 5 property {key!r}")
+        values[snake] = value
+    return Properties(**values)
+
+
+def _parse_will(will: Any, level: int) -> Will:
+    if isinstance(will, Will):
+        w = will
+    elif isinstance(will, Mapping):
+        extra = set(will) - {"topic", "payload", "message", "qos", "retain", "properties"}
+        if extra:
+            raise UnknownOptionError(f"unknown will option(s): {', '.join(sorted(extra))}")
+        if "topic" not in will:
+            raise InvalidOptionError("will needs a 'topic'")
+        payload = will.get("payload", will.get("message", b""))
+        props = will.get("properties") or NO_PROPERTIES
+        if isinstance(props, Mapping):
+            props = _properties_from_mapping(props)
+        w = Will(will["topic"], payload, will.get("qos", 0), bool(will.get("retain", False)), props)
+    else:
+        raise InvalidOptionError("will must be a dict with topic/payload/qos/retain or a Will")
+    validate_topic_name(w.topic)
+    payload_bytes = normalize_payload(w.payload)
+    if isinstance(w.qos, bool) or w.qos not in (0, 1, 2):
+        raise InvalidOptionError(f"will qos must be 0, 1 or 2, not {w.qos!r}")
+    if w.properties and level != MQTT_5:
+        raise InvalidOptionError("will properties need protocol_version=5")
+    return replace(w, payload=payload_bytes, retain=bool(w.retain))

@@ -1,0 +1,194 @@
+"""A Node-style EventEmitter, safe to use from any thread.
+
+This module owns listener registration (``on``, ``once``, ``off``), calling listeners with as
+many arguments as they take, and the **hold rule** that makes the seed example race-free:
+
+    An event that fires before any listener for it was ever registered is kept, and delivered
+    to the first listener registered for it.
+
+So ``client = mqttkit.connect(url)`` followed by ``client.on("connect", ...)`` always sees the
+first ``connect``, however fast the broker answered: a deterministic rule, not a timing margin.
+Once a listener has been registered for an event, the event behaves as in Node (no listener at
+that moment: nobody hears it). Held events are bounded (:data:`MAX_HELD` per event, oldest dropped).
+
+Where held events are delivered is up to the subclass (:meth:`EventEmitter._replay`); the sync
+client delivers them on its dispatch thread, in order with everything else.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+__all__ = ["MAX_HELD", "EventEmitter"]
+
+log = logging.getLogger("mqttkit")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Most events of one name kept for a listener that has not been registered yet.
+MAX_HELD = 1000
+
+#: Events never held: their listeners switch tracing on, so nothing fires before them.
+_NOT_HELD = frozenset({"packetsend", "packetreceive", "newListener", "removeListener"})
+
+
+def _arity(fn: Callable[..., Any]) -> int | None:
+    """How many positional arguments ``fn`` takes; None if it takes any number."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature
+        return None
+    count = 0
+    for param in sig.parameters.values():
+        if param.kind is param.VAR_POSITIONAL:
+            return None
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count
+
+
+class _Listener:
+    __slots__ = ("arity", "fn", "once")
+
+    def __init__(self, fn: Callable[..., Any], once: bool) -> None:
+        self.fn = fn
+        self.once = once
+        self.arity = _arity(fn)
+
+
+class EventEmitter:
+    """``on`` / ``once`` / ``off`` / ``emit``, as in Node.js, plus the hold rule."""
+
+    def __init__(self) -> None:
+        self._listeners: dict[str, tuple[_Listener, ...]] = {}
+        self._ever: set[str] = set()
+        self._held: dict[str, deque[tuple[Any, ...]]] = {}
+        self._emitter_lock = threading.Lock()
+
+    @overload
+    def on(self, event: str) -> Callable[[F], F]: ...
+
+    @overload
+    def on(self, event: str, listener: F) -> F: ...
+
+    def on(self, event: str, listener: Any = None) -> Any:
+        """Call ``listener`` each time ``event`` fires. Usable as a decorator.
+
+        Returns:
+            The listener (so ``@client.on("message")`` leaves the function as it is).
+        """
+        if listener is None:
+            return lambda fn: self._add(event, fn, once=False)
+        return self._add(event, listener, once=False)
+
+    add_listener = on
+
+    @overload
+    def once(self, event: str) -> Callable[[F], F]: ...
+
+    @overload
+    def once(self, event: str, listener: F) -> F: ...
+
+    def once(self, event: str, listener: Any = None) -> Any:
+        """Call ``listener`` the next time ``event`` fires, then forget it."""
+        if listener is None:
+            return lambda fn: self._add(event, fn, once=True)
+        return self._add(event, listener, once=True)
+
+    def off(self, event: str, listener: Callable[..., Any]) -> None:
+        """Remove one registration of ``listener`` for ``event`` (no error if absent)."""
+        with self._emitter_lock:
+            current = self._listeners.get(event, ())
+            for i, entry in enumerate(current):
+                if entry.fn == listener:
+                    self._listeners[event] = current[:i] + current[i + 1 :]
+                    break
+
+    remove_listener = off
+
+    def remove_all_listeners(self, event: str | None = None) -> None:
+        """Remove every listener of ``event``, or of every event."""
+        with self._emitter_lock:
+            if event is None:
+                self._listeners.clear()
+            else:
+                self._listeners.pop(event, None)
+
+    def listeners(self, event: str) -> list[Callable[..., Any]]:
+        """The functions registered for ``event``, in order."""
+        return [entry.fn for entry in self._listeners.get(event, ())]
+
+    def listener_count(self, event: str) -> int:
+        """How many listeners ``event`` has."""
+        return len(self._listeners.get(event, ()))
+
+    def _add(self, event: str, fn: Any, *, once: bool) -> Any:
+        if not isinstance(event, str):
+            raise TypeError(f"event name must be a str, not {type(event).__name__}")
+        if not callable(fn):
+            raise TypeError(f"listener must be callable, not {type(fn).__name__}")
+        with self._emitter_lock:
+            self._listeners[event] = (*self._listeners.get(event, ()), _Listener(fn, once))
+            first = event not in self._ever
+            self._ever.add(event)
+            replay = first and event in self._held
+        self._listener_added(event)
+        if replay:
+            self._replay(event)
+        return fn
+
+    def _listener_added(self, event: str) -> None:
+        """Hook: a listener for ``event`` was registered."""
+
+    def _replay(self, event: str) -> None:
+        """Hook: deliver the held events of ``event``; by default, right here."""
+        self._deliver_held(event)
+
+    def _deliver_held(self, event: str) -> None:
+        with self._emitter_lock:
+            held = self._held.pop(event, None)
+        for args in held or ():
+            self.emit(event, *args)
+
+    def emit(self, event: str, *args: Any) -> bool:
+        """Call the listeners of ``event`` with ``args``; True if there were any.
+
+        A listener taking fewer positional arguments gets the leading ones. A listener that
+        raises is logged and does not stop the others.
+        """
+        entries = self._listeners.get(event)
+        if not entries:
+            if event not in self._ever and event not in _NOT_HELD:
+                with self._emitter_lock:
+                    if event not in self._ever:
+                        held = self._held.setdefault(event, deque(maxlen=MAX_HELD))
+                        held.append(args)
+                        if event == "error":
+                            log.warning("mqttkit: 'error' event with no listener yet: %s", args[0])
+                        return False
+                entries = self._listeners.get(event)
+            if not entries:
+                if event == "error":
+                    log.warning("mqttkit: unhandled 'error' event: %s", args[0] if args else "")
+                return False
+        for entry in entries:
+            if entry.once:
+                with self._emitter_lock:
+                    current = self._listeners.get(event, ())
+                    if entry not in current:
+                        continue  # another thread ran it already
+                    self._listeners[event] = tuple(e for e in current if e is not entry)
+            arity = entry.arity
+            try:
+                if arity is None or arity >= len(args):
+                    entry.fn(*args)
+                else:
+                    entry.fn(*args[:arity])
+            except Exception:
+                log.exception("mqttkit: listener %r for event %r raised", entry.fn, event)
+        return True
