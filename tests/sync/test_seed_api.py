@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.support.fake_broker import FakeBroker
+from tests.support.recorder import Recorder
 
 import mqttkit
 from mqttkit.protocol.packets import PingReq
 from mqttkit.testing import MosquittoBroker
-from tests.support.fake_broker import FakeBroker
-from tests.support.recorder import Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -184,17 +184,13 @@ def test_connect_timeout_gives_error_after_the_timeout(make_client) -> None:
 
 
 def test_hostname_port_protocol_options(mosquitto: MosquittoBroker, make_client) -> None:
-    client = make_client(
-        {"hostname": mosquitto.host, "port": mosquitto.port, "protocol": "mqtt"}
-    )
+    client = make_client({"hostname": mosquitto.host, "port": mosquitto.port, "protocol": "mqtt"})
     assert Recorder(client).wait_for("connect")[0].reason_code == 0
     assert client.options.url == mosquitto.url
 
 
 def test_username_password_good(mosquitto_auth: MosquittoBroker, make_client) -> None:
-    client = make_client(
-        {"username": "alice", "password": "secret"}, url=mosquitto_auth.url
-    )
+    client = make_client({"username": "alice", "password": "secret"}, url=mosquitto_auth.url)
     assert Recorder(client).wait_for("connect")[0].reason_code == 0
 
 
@@ -243,9 +239,7 @@ def test_reconnect_period_restores_connection_and_subscriptions(
     assert rec.wait_messages(1)[0][1] == b"after restart"
 
 
-def test_reconnect_period_zero_disables_reconnect(
-    mosquitto: MosquittoBroker, make_client
-) -> None:
+def test_reconnect_period_zero_disables_reconnect(mosquitto: MosquittoBroker, make_client) -> None:
     client = make_client({"reconnectPeriod": 0}, url=mosquitto.url)
     rec = Recorder(client)
     rec.wait_for("connect")
@@ -277,9 +271,7 @@ class RecordingStore(mqttkit.MemoryStore):
 
 def test_custom_stores_are_used(mosquitto: MosquittoBroker, make_client) -> None:
     incoming, outgoing = RecordingStore(), RecordingStore()
-    client = make_client(
-        {"incomingStore": incoming, "outgoingStore": outgoing}, url=mosquitto.url
-    )
+    client = make_client({"incomingStore": incoming, "outgoingStore": outgoing}, url=mosquitto.url)
     rec = Recorder(client, ("connect", "message"))
     rec.wait_for("connect")
     client.subscribe("store/t", qos=2).result(5)

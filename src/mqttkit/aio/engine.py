@@ -447,12 +447,10 @@ class Engine:
             return
         self._protocol = None
         session = self.session
-        lost_error = map_lost_error(exc)
-        cause = session.error
-        session.connection_lost(self.loop.time(), lost_error)
+        session.connection_lost(self.loop.time(), map_lost_error(exc))
         self._process_events()
         self._cancel_timer()
-        error = cause if cause is not None else lost_error
+        error = session.error  # the first cause: ours (protocol, keepalive) or the transport's
         connack = self._connack
         if connack is not None and not connack.done():
             connack.set_exception(

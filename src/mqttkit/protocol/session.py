@@ -57,6 +57,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidQoSError,
     KeepaliveTimeoutError,
+    MalformedPacketError,
     MQTTError,
     PacketTooLargeError,
     PayloadTypeError,
@@ -692,6 +693,11 @@ class ClientSession:
         if self.state is State.DISCONNECTED:
             return
         if self.error is None:
+            if error is None and len(self._buffer) and self.state is not State.CLOSING:
+                error = MalformedPacketError(
+                    f"the connection closed in the middle of a packet ({len(self._buffer)} "
+                    "bytes of it had arrived)"
+                )
             self.error = error
         self.state = State.DISCONNECTED
         self._out = []

@@ -68,6 +68,7 @@ class EventEmitter:
         self._listeners: dict[str, tuple[_Listener, ...]] = {}
         self._ever: set[str] = set()
         self._held: dict[str, deque[tuple[Any, ...]]] = {}
+        self._replaying: set[str] = set()
         self._emitter_lock = threading.Lock()
 
     @overload
@@ -137,6 +138,9 @@ class EventEmitter:
             first = event not in self._ever
             self._ever.add(event)
             replay = first and event in self._held
+            if replay:
+                # Until the held events are out, newer ones queue behind them (order kept).
+                self._replaying.add(event)
         self._listener_added(event)
         if replay:
             self._replay(event)
@@ -150,10 +154,15 @@ class EventEmitter:
         self._deliver_held(event)
 
     def _deliver_held(self, event: str) -> None:
-        with self._emitter_lock:
-            held = self._held.pop(event, None)
-        for args in held or ():
-            self.emit(event, *args)
+        while True:
+            with self._emitter_lock:
+                held = self._held.get(event)
+                if not held:
+                    self._held.pop(event, None)
+                    self._replaying.discard(event)
+                    return
+                args = held.popleft()
+            self._call_listeners(event, args)
 
     def emit(self, event: str, *args: Any) -> bool:
         """Call the listeners of ``event`` with ``args``; True if there were any.
@@ -161,6 +170,11 @@ class EventEmitter:
         A listener taking fewer positional arguments gets the leading ones. A listener that
         raises is logged and does not stop the others.
         """
+        if event in self._replaying:
+            with self._emitter_lock:
+                if event in self._replaying:
+                    self._held[event].append(args)
+                    return True
         entries = self._listeners.get(event)
         if not entries:
             if event not in self._ever and event not in _NOT_HELD:
@@ -176,6 +190,10 @@ class EventEmitter:
                 if event == "error":
                     log.warning("mqttkit: unhandled 'error' event: %s", args[0] if args else "")
                 return False
+        return self._call_listeners(event, args)
+
+    def _call_listeners(self, event: str, args: tuple[Any, ...]) -> bool:
+        entries = self._listeners.get(event, ())
         for entry in entries:
             if entry.once:
                 with self._emitter_lock:
@@ -191,4 +209,4 @@ class EventEmitter:
                     entry.fn(*args[:arity])
             except Exception:
                 log.exception("mqttkit: listener %r for event %r raised", entry.fn, event)
-        return True
+        return bool(entries)
