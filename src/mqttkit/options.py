@@ -43,6 +43,8 @@ SCHEMES: Final = {
     "wss": "wss",
     "unix": "unix",
 }
+#: In-flight window for MQTT 3.x, which has no Receive Maximum: Mosquitto's default.
+DEFAULT_INFLIGHT_V3: Final = 20
 #: Default port per transport.
 DEFAULT_PORTS: Final = {"tcp": 1883, "tls": 8883, "ws": 80, "wss": 443}
 
@@ -101,9 +103,10 @@ class ClientOptions:
     """Store for incoming QoS 2 state (seed: ``incomingStore``)."""
     outgoing_store: Store = field(default_factory=MemoryStore)
     """Store for outgoing QoS 1/2 messages (seed: ``outgoingStore``)."""
-    max_inflight: int = 65_535
-    """Most outgoing QoS 1/2 messages awaiting acknowledgement (MQTT 5: also capped by the
-    broker's Receive Maximum)."""
+    max_inflight: int | None = None
+    """Most outgoing QoS 1/2 messages awaiting acknowledgement. Default: the broker's Receive
+    Maximum with MQTT 5; 20 with MQTT 3.x, which cannot learn the broker's limit (Mosquitto's
+    default window is 20, and it silently drops QoS 2 messages sent beyond it)."""
     max_queued: int = 100_000
     """Most messages waiting to be sent (offline, or behind a full window); more raise
     :class:`QueueFullError`."""
@@ -146,7 +149,8 @@ class ClientOptions:
             password=self.password,
             will=self.will,
             properties=self.properties,
-            max_inflight=self.max_inflight,
+            max_inflight=self.max_inflight
+            or (65_535 if self.protocol_version == MQTT_5 else DEFAULT_INFLIGHT_V3),
             max_queued=self.max_queued,
             max_packet_size=self.max_packet_size,
             outgoing_store=self.outgoing_store,
@@ -370,9 +374,11 @@ def _validate(o: ClientOptions) -> ClientOptions:
         raise InvalidOptionError("CONNECT properties need protocol_version=5")
     for name in ("max_inflight", "max_queued"):
         value = getattr(o, name)
+        if value is None and name == "max_inflight":
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidOptionError(f"{name} must be an int >= 1, not {value!r}")
-    if o.max_inflight > 65535:
+    if o.max_inflight is not None and o.max_inflight > 65535:
         raise InvalidOptionError("max_inflight must be <= 65535")
     for name in ("incoming_store", "outgoing_store"):
         store = getattr(o, name)

@@ -17,6 +17,8 @@ class Recorder:
         self.log: list[tuple[str, tuple[Any, ...]]] = []
         self.messages: list[tuple[str, bytes, Any]] = []
         self._cond = threading.Condition()
+        #: The client this recorder listens to (when given).
+        self.client = client
         if client is not None:
             self.attach(client, events)
 
@@ -41,7 +43,9 @@ class Recorder:
     def count(self, name: str) -> int:
         return self.names().count(name)
 
-    def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    def wait_until(
+        self, predicate: Callable[[], bool], timeout: float = 10.0, what: str = ""
+    ) -> None:
         deadline = time.monotonic() + timeout
         with self._cond:
             while not predicate():
