@@ -1,0 +1,270 @@
+"""The asyncio client: connect/close, publish at each QoS, subscribe, the message iterator,
+connection failures, TLS and Unix socket transports."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from pathlib import Path
+
+import pytest
+import trustme
+
+import mqttkit
+from mqttkit.aio import Client
+from mqttkit.protocol.packets import Disconnect, PubAck, Publish
+from mqttkit.testing import MosquittoBroker, TLSFiles
+from tests.support.fake_broker import FakeBroker, FakeConnection
+
+
+def run(coro, timeout: float = 20.0):
+    """Run a coroutine on a fresh loop, bounded in time."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def test_round_trip_each_qos(mosquitto: MosquittoBroker) -> None:
+    async def main() -> list[tuple[str, bytes, int]]:
+        async with Client(mosquitto.url) as client:
+            granted = await client.subscribe({"aio/0": 0, "aio/1": 1, "aio/2": 2})
+            assert [(g.topic, g.qos) for g in granted] == [("aio/0", 0), ("aio/1", 1), ("aio/2", 2)]
+            for qos in (0, 1, 2):
+                assert await client.publish(f"aio/{qos}", f"q{qos}", qos=qos) == 0
+            got = []
+            async for message in client.messages():
+                got.append((message.topic, message.payload, message.qos))
+                if len(got) == 3:
+                    break
+            return got
+
+    assert run(main()) == [("aio/0", b"q0", 0), ("aio/1", b"q1", 1), ("aio/2", b"q2", 2)]
+
+
+def test_mqtt5_properties_round_trip(mosquitto: MosquittoBroker) -> None:
+    async def main() -> Publish:
+        async with Client(mosquitto.url, protocol_version=5) as client:
+            await client.subscribe("v5/t", qos=1)
+            props = mqttkit.Properties(
+                content_type="text/plain", user_property=(("k", "v"),), message_expiry_interval=60
+            )
+            await client.publish("v5/t", "hi", qos=1, properties=props)
+            async for message in client.messages():
+                return message
+        raise AssertionError("no message")
+
+    message = run(main())
+    assert message.payload == b"hi"
+    assert message.properties.content_type == "text/plain"
+    assert message.properties.user_property == (("k", "v"),)
+    assert 0 < (message.properties.message_expiry_interval or 0) <= 60
+
+
+def _serve_one(broker: FakeBroker) -> tuple[threading.Thread, list[FakeConnection]]:
+    """Accept one connection and answer its CONNECT, on a thread (the loop must not block)."""
+    accepted: list[FakeConnection] = []
+
+    def serve() -> None:
+        conn = broker.accept()
+        conn.handshake()
+        accepted.append(conn)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    return thread, accepted
+
+
+def test_publish_resolves_only_after_puback() -> None:
+    with FakeBroker() as broker:
+        server, accepted = _serve_one(broker)
+
+        async def main() -> None:
+            async with Client(broker.url, reconnect_period=0) as client:
+                await asyncio.to_thread(server.join, 5)
+                conn = accepted[0]
+                task = asyncio.ensure_future(client.publish("t", "x", qos=1))
+                packet = await asyncio.to_thread(conn.expect, Publish)
+                await asyncio.to_thread(conn.expect_silence, 0.2)
+                assert not task.done()
+                await asyncio.to_thread(conn.send, PubAck(packet.packet_id))
+                assert await task == 0
+
+        run(main())
+
+
+def test_incoming_qos1_acknowledged_after_loop_body() -> None:
+    with FakeBroker() as broker:
+        server, accepted = _serve_one(broker)
+
+        async def main() -> None:
+            async with Client(broker.url, reconnect_period=0) as client:
+                await asyncio.to_thread(server.join, 5)
+                conn = accepted[0]
+                await asyncio.to_thread(conn.send, Publish("in/t", b"1", qos=1, packet_id=5))
+                await asyncio.to_thread(conn.send, Publish("in/t", b"2", qos=1, packet_id=6))
+                seen = []
+                async for message in client.messages():
+                    seen.append(message.packet_id)
+                    if message.packet_id == 5:
+                        # Inside the loop body for message 5: nothing acknowledged yet.
+                        await asyncio.to_thread(conn.expect_silence, 0.3)
+                    else:
+                        ack = await asyncio.to_thread(conn.expect, PubAck)
+                        assert ack.packet_id == 5
+                        break
+                # Leaving the loop acknowledges the last message.
+                ack = await asyncio.to_thread(conn.expect, PubAck)
+                assert ack.packet_id == 6
+                assert seen == [5, 6]
+
+        run(main())
+
+
+def test_close_waits_for_outstanding_acks_then_disconnects() -> None:
+    with FakeBroker() as broker:
+        server, accepted = _serve_one(broker)
+
+        async def main() -> None:
+            client = Client(broker.url, reconnect_period=0)
+            await client.connect()
+            await asyncio.to_thread(server.join, 5)
+            conn = accepted[0]
+            publish = asyncio.ensure_future(client.publish("t", "x", qos=1))
+            packet = await asyncio.to_thread(conn.expect, Publish)
+            closing = asyncio.ensure_future(client.close())
+            await asyncio.to_thread(conn.expect_silence, 0.3)  # no DISCONNECT before the ack
+            assert not closing.done()
+            await asyncio.to_thread(conn.send, PubAck(packet.packet_id))
+            await asyncio.to_thread(conn.expect, Disconnect)
+            await closing
+            assert await publish == 0
+
+        run(main())
+
+
+def test_first_connect_failures_raise(mosquitto_auth: MosquittoBroker) -> None:
+    async def refused() -> None:
+        await Client(mosquitto_auth.url, username="alice", password="nope").connect()
+
+    with pytest.raises(mqttkit.ConnectionRefusedError) as info:
+        run(refused())
+    assert info.value.reason_code in (4, 5)
+
+    async def nothing_there() -> None:
+        with FakeBroker() as broker:
+            port = broker.port
+        await Client(f"mqtt://127.0.0.1:{port}").connect()
+
+    with pytest.raises(mqttkit.ServerNotFoundError):
+        run(nothing_there())
+
+    async def no_such_host() -> None:
+        await Client("mqtt://no-such-host.invalid").connect()
+
+    with pytest.raises(mqttkit.HostNotFoundError):
+        run(no_such_host())
+
+
+def test_operations_before_connect_raise() -> None:
+    async def main() -> None:
+        client = Client("mqtt://127.0.0.1:1")
+        with pytest.raises(mqttkit.ClientClosedError, match="connect"):
+            await client.publish("t", "x")
+
+    run(main())
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, TLSFiles, Path]:
+    directory = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    server.private_key_pem.write_to_path(str(directory / "server.key"))
+    server.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
+    files = TLSFiles(
+        cafile=directory / "ca.pem",
+        certfile=directory / "server.pem",
+        keyfile=directory / "server.key",
+    )
+    return ca, files, directory
+
+
+def test_tls_verified_with_ca(mosquitto_factory, tls_files) -> None:
+    _, files, _ = tls_files
+    broker = mosquitto_factory(tls=files)
+
+    async def main() -> None:
+        async with Client(broker.tls_url, cafile=str(files.cafile)) as client:
+            await client.subscribe("tls/t")
+            await client.publish("tls/t", "secret", qos=1)
+            async for message in client.messages():
+                assert message.payload == b"secret"
+                break
+
+    run(main())
+
+
+def test_tls_rejects_unknown_ca_and_wrong_host(mosquitto_factory, tls_files) -> None:
+    _, files, _ = tls_files
+    broker = mosquitto_factory(tls=files)
+
+    async def unknown_ca() -> None:
+        await Client(broker.tls_url).connect()  # system CAs do not know our test CA
+
+    with pytest.raises(mqttkit.TLSError, match="certificate"):
+        run(unknown_ca())
+
+    async def wrong_host() -> None:
+        await Client(
+            broker.tls_url, cafile=str(files.cafile), server_hostname="not-the-broker.test"
+        ).connect()
+
+    with pytest.raises(mqttkit.TLSError, match=r"not-the-broker\.test|hostname"):
+        run(wrong_host())
+
+    async def insecure() -> None:
+        async with Client(broker.tls_url, insecure=True) as client:
+            assert client.connected
+
+    run(insecure())
+
+
+def test_tls_with_ssl_context(mosquitto_factory, tls_files) -> None:
+    ca, files, _ = tls_files
+    broker = mosquitto_factory(tls=files)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+
+    async def main() -> None:
+        async with Client(broker.tls_url, ssl_context=context) as client:
+            assert client.connected
+
+    run(main())
+
+
+def test_unix_socket_transport(mosquitto_factory) -> None:
+    broker = mosquitto_factory(unix_socket=True)
+
+    async def main() -> bytes:
+        async with Client(f"unix://{broker.unix_path}") as client:
+            await client.subscribe("unix/t")
+            await client.publish("unix/t", "over a unix socket")
+            async for message in client.messages():
+                return message.payload
+        raise AssertionError("no message")
+
+    assert run(main()) == b"over a unix socket"
+
+
+def test_reconnects_in_background_after_first_connect(mosquitto: MosquittoBroker) -> None:
+    async def main() -> bytes:
+        async with Client(mosquitto.url, reconnect_period=0.05, client_id="aio-re") as client:
+            await client.subscribe("re/t", qos=1)
+            await asyncio.to_thread(mosquitto.restart)
+            # Published while the client may still be reconnecting: queued, then sent.
+            await client.publish("re/t", "after restart", qos=1)
+            async for message in client.messages():
+                return message.payload
+        raise AssertionError("no message")
+
+    assert run(main()) == b"after restart"
