@@ -7,12 +7,12 @@ import logging
 from typing import Any
 
 import pytest
-from tests.support.fake_broker import FakeBroker
-from tests.support.recorder import Recorder
 
 import mqttkit
 from mqttkit.protocol.codec import encode_packet
 from mqttkit.protocol.packets import PubAck, PubComp, Publish, PubRec, PubRel
+from tests.support.fake_broker import FakeBroker
+from tests.support.recorder import Recorder
 
 # -- misuse -------------------------------------------------------------------------------------
 

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.support.fake_broker import FakeBroker
-from tests.support.recorder import Recorder
 
 import mqttkit
 from mqttkit.protocol.packets import PingReq
 from mqttkit.testing import MosquittoBroker
+from tests.support.fake_broker import FakeBroker
+from tests.support.recorder import Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -328,7 +328,9 @@ def test_publish_callback_after_flow_and_handles(mosquitto: MosquittoBroker, mak
     assert granted[0] is None
     assert [(g.topic, g.qos) for g in granted[1]] == [("cb/a", 0), ("cb/b", 1), ("cb/c", 2)]
     unsub: list[object] = []
-    client.unsubscribe(["cb/a", "cb/b"], unsub.append).wait(5)
+    unsub_done = threading.Event()
+    client.unsubscribe(["cb/a", "cb/b"], lambda err: (unsub.append(err), unsub_done.set()))
+    assert unsub_done.wait(5)
     assert unsub == [None]
     assert client.unsubscribe("cb/c").result(5) == ()  # MQTT 3.1.1: UNSUBACK has no codes
 
