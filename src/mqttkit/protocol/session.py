@@ -757,7 +757,7 @@ class ClientSession:
             connected
             and not queue
             and self._writable
-            and (not request.qos or len(self._inflight) < self._window)
+            and (not request.qos or len(self._inflight) < self._id_limited_window())
         ):
             self._send_publish(entry, now)
             return
@@ -788,13 +788,16 @@ class ClientSession:
         if ack.done or ack.generation != self._generation:
             return
         ack.done = True
+        if ack.qos == 2:
+            # Recorded now, not when its PUBREC's turn comes: the application has it, and a
+            # restart before then must not deliver it again [MQTT-4.3.3-10].
+            self.config.incoming_store.put(ack.packet_id, b"")
         acks = self._acks
         while acks and acks[0].done:
             done = acks.popleft()
             packet_id = done.packet_id
             del self._ack_by_id[packet_id]
             if done.qos == 2:
-                self.config.incoming_store.put(packet_id, b"")
                 self._received_qos2.add(packet_id)
                 if self.state is State.CONNECTED:
                     self._send(b"\x50\x02" + _U16.pack(packet_id), now, PubRec(packet_id))
@@ -883,15 +886,28 @@ class ClientSession:
             raise PublishError(
                 "the broker does not support retained messages", ReasonCode.RETAIN_NOT_SUPPORTED
             )
-        size = (
-            len(request.topic_bytes)
+        alias = request.properties.topic_alias
+        if alias is not None:
+            # [MQTT-3.3.2-9]: no Topic Alias above the broker's Topic Alias Maximum (absent: 0).
+            connack = self.connack
+            maximum = (connack.properties.topic_alias_maximum or 0) if connack else 0
+            if alias > maximum:
+                raise PublishError(
+                    f"topic alias {alias} exceeds the broker's Topic Alias Maximum {maximum}",
+                    ReasonCode.TOPIC_ALIAS_INVALID,
+                )
+        # The exact size: a PUBLISH of exactly Maximum Packet Size is allowed [MQTT-3.2.2-15].
+        remaining = (
+            2
+            + len(request.topic_bytes)
+            + (2 if request.qos else 0)
             + len(request.payload)
-            + 9
             + (len(request.properties_bytes) if request.properties_bytes else 0)
         )
+        size = 1 + len(codec.encode_varint(min(remaining, codec.MAX_REMAINING_LENGTH))) + remaining
         if size > self._max_out_packet:
             raise PacketTooLargeError(
-                f"this PUBLISH is about {size:,} bytes; the broker accepts at most "
+                f"this PUBLISH is {size:,} bytes; the broker accepts at most "
                 f"{self._max_out_packet:,} (its Maximum Packet Size)"
             )
 
@@ -953,18 +969,29 @@ class ClientSession:
         while queue:
             entry = queue[0]
             if entry.kind == _PUBLISH:
-                if entry.qos and len(self._inflight) >= self._window:
+                if entry.qos and len(self._inflight) >= self._id_limited_window():
                     return
                 queue.popleft()
                 try:
                     self._check_sendable(entry.request)
                 except MQTTError as exc:
+                    # Refused for good (over the broker's limits [MQTT-3.2.2-11, -14, -15]): drop
+                    # it from the store too, or every restart would load it again.
+                    if entry.qos:
+                        self.config.outgoing_store.delete(entry.seq)
                     self._complete(entry, exc)
                     continue
                 self._send_publish(entry, now)
             else:
+                if len(self._inflight) + len(self._requests) >= 65_535:
+                    return  # every packet identifier is in use: wait for one to be freed
                 queue.popleft()
                 self._send_request(entry, now)
+
+    def _id_limited_window(self) -> int:
+        # The window, but never more than the packet identifiers that SUBSCRIBE / UNSUBSCRIBE
+        # leave free: an identifier is not reused while in flight [MQTT-2.2.1-3].
+        return min(self._window, 65_535 - len(self._requests))
 
     def _complete(self, entry: _Entry, error: MQTTError | None, reason_code: int = 0) -> None:
         if entry.kind == _PUBLISH:
@@ -989,6 +1016,10 @@ class ClientSession:
             if self.state is State.CONNECTING:
                 raise ProtocolError(f"expected CONNACK, got {ptype.name}")
             raise ProtocolError(f"unexpected {ptype.name} after the connection was accepted")
+        if ptype == PacketType.DISCONNECT and self._level != MQTT_5:
+            # MQTT 3.1.1 section 2.2.1 (Table 2.1): DISCONNECT goes from client to server only;
+            # a server that sends one breaks the protocol [MQTT-4.8.0-1].
+            raise ProtocolError("the server sent DISCONNECT, which MQTT 3.1.1 does not allow")
         handler = _HANDLERS[ptype]
         handler(self, packet, now)
 
@@ -1035,11 +1066,20 @@ class ClientSession:
 
     def _resume(self, now: float) -> None:
         # The broker kept our session: resend what it has not acknowledged, in the original
-        # order [MQTT-4.4.0-1], with DUP on PUBLISH [MQTT-3.3.1-1].
-        for packet_id, entry in self._inflight.items():
-            if entry.state == _RELEASED:
-                self._send(entry.data, now, PubRel(packet_id))
-            else:
+        # order [MQTT-4.4.0-1], with DUP on PUBLISH [MQTT-3.3.1-1]. SUBSCRIBE / UNSUBSCRIBE are
+        # not session state: send them again too, same identifiers, in their place among the
+        # PUBLISH (one FIFO order for all work, as the application asked).
+        pending = sorted([*self._inflight.values(), *self._requests.values()], key=lambda e: e.seq)
+        # PUBREL go in the order their PUBREC came [MQTT-4.6.0-4] (_inflight keeps it), in the
+        # places the released messages had.
+        released = iter([e for e in self._inflight.values() if e.state == _RELEASED])
+        pending = [next(released) if e.state == _RELEASED else e for e in pending]
+        for entry in pending:
+            packet_id = entry.packet_id
+            if entry.kind == _PUBLISH:
+                if entry.state == _RELEASED:
+                    self._send(entry.data, now, PubRel(packet_id))
+                    continue
                 data = entry.data
                 if not data[0] & 0x08:
                     data = bytes((data[0] | 0x08,)) + data[1:]
@@ -1047,8 +1087,7 @@ class ClientSession:
                 self._send(data, now)
                 if self.config.trace_packets:
                     self._events.append(PacketSent(codec.decode(data, self._level)))
-        # SUBSCRIBE / UNSUBSCRIBE are not session state: send them again, same identifiers.
-        for packet_id, entry in self._requests.items():
+                continue
             request = entry.request
             packet: Packet
             if entry.kind == _SUBSCRIBE:
@@ -1064,8 +1103,9 @@ class ClientSession:
         self._generation += 1
         self._acks.clear()
         self._ack_by_id.clear()
-        for packet_id in self._received_qos2:
-            self.config.incoming_store.delete(packet_id)
+        incoming = self.config.incoming_store
+        for packet_id, _ in list(incoming.iterate()):  # acknowledged, PUBREC'd or not
+            incoming.delete(packet_id)
         self._received_qos2.clear()
         requeue: list[_Entry] = []
         for entry in self._inflight.values():
@@ -1125,7 +1165,7 @@ class ClientSession:
         if alias is None:
             return packet
         if alias > self._alias_max:
-            # [MQTT-3.3.2-9]
+            # [MQTT-3.3.2-11] (the server's duty; -9 is ours)
             raise ProtocolError(
                 f"topic alias {alias} exceeds our Topic Alias Maximum {self._alias_max}",
                 ReasonCode.TOPIC_ALIAS_INVALID,
@@ -1187,6 +1227,8 @@ class ClientSession:
             entry.state = _RELEASED
             entry.data = rel_bytes
             self.config.outgoing_store.put(entry.seq, rel_bytes)
+            # Keep released flows in PUBREC order, the order PUBREL must go in [MQTT-4.6.0-4].
+            self._inflight[packet_id] = self._inflight.pop(packet_id)
         self._send(rel_bytes, now, PubRel(packet_id))
 
     def _on_pubrel(self, packet: PubRel, now: float) -> None:
@@ -1320,8 +1362,13 @@ class ClientSession:
                 log.warning("outgoing store entry %d is not a PUBLISH or PUBREL; skipped", key)
                 continue
             try:
-                packet = codec.decode(value, cfg.protocol_level)
-            except ProtocolError:
+                # A message queued while offline is stored with packet identifier 0, which no
+                # PUBLISH may carry on the wire [MQTT-2.2.1-3]: decode it with a stand-in.
+                offset = _publish_id_offset(value)
+                queued = value[offset : offset + 2] == b"\x00\x00" and bool(value[0] & 0x06)
+                wire = value[:offset] + b"\x00\x01" + value[offset + 2 :] if queued else value
+                packet = codec.decode(wire, cfg.protocol_level)
+            except (ProtocolError, IndexError):
                 log.warning("outgoing store entry %d does not decode; skipped", key)
                 continue
             assert isinstance(packet, Publish)
@@ -1338,7 +1385,7 @@ class ClientSession:
             )
             entry = _Entry(_PUBLISH, key, packet.qos, request, None)
             entry.data = value
-            if packet.packet_id:
+            if packet.packet_id and not queued:
                 entry.packet_id, entry.state = packet.packet_id, _SENT
                 self._inflight[packet.packet_id] = entry
             else:

@@ -6,7 +6,8 @@ A client has two stores (the seed's ``outgoingStore`` and ``incomingStore``):
   form: the encoded PUBLISH while it waits or awaits PUBACK/PUBREC, then the encoded PUBREL once
   PUBREC came back. Nothing else is needed to finish the flow after a restart;
 * the **incoming** store maps the broker's packet id of a QoS 2 message that the application has
-  received (PUBREC sent) to an empty value, until PUBREL releases it. This is what makes incoming
+  acknowledged (its PUBREC is sent then, in arrival order) to an empty value, until PUBREL
+  releases it. This is what makes incoming
   QoS 2 exactly-once across reconnects and restarts.
 
 The session calls the store synchronously, before the bytes it records leave (so a durable store
