@@ -360,6 +360,11 @@ def _validate(o: ClientOptions) -> ClientOptions:
             o.password = bytes(password)
         else:
             raise InvalidOptionError("password must be str or bytes")
+    if o.password is not None and o.username is None and o.protocol_version != MQTT_5:
+        # [MQTT-3.1.2-22]: MQTT 3.x sends a password only after a user name.
+        raise InvalidOptionError(
+            "a password needs a username with MQTT 3.x (or use protocol_version=5)"
+        )
     if o.will is not None:
         o.will = _parse_will(o.will, o.protocol_version)
     props: Any = o.properties

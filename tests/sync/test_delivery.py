@@ -52,7 +52,7 @@ FLOW_STEPS_OUT = [
 ]
 
 
-@pytest.mark.parametrize(("direction", "step"), FLOW_STEPS_OUT, ids=lambda v: str(v))
+@pytest.mark.parametrize(("direction", "step"), FLOW_STEPS_OUT, ids=str)
 def test_qos2_outgoing_exactly_once_when_cut_after_each_step(
     mosquitto: MosquittoBroker, make_client, direction: str, step: PacketType
 ) -> None:
@@ -93,7 +93,7 @@ FLOW_STEPS_IN = [
 ]
 
 
-@pytest.mark.parametrize(("direction", "step"), FLOW_STEPS_IN, ids=lambda v: str(v))
+@pytest.mark.parametrize(("direction", "step"), FLOW_STEPS_IN, ids=str)
 def test_qos2_incoming_exactly_once_when_cut_after_each_step(
     mosquitto: MosquittoBroker, make_client, direction: str, step: PacketType
 ) -> None:
