@@ -98,6 +98,7 @@ def test_events_of_a_normal_session(mosquitto: MosquittoBroker, make_client) -> 
     assert closed.wait(5)
     rec.wait_for("end")
     assert rec.names() == ["connect", "close", "end"]
+    assert [args for name, args in rec.log if name != "connect"] == [(), ()]
 
 
 def test_client_id_second_client_takes_over_session(
@@ -233,6 +234,12 @@ def test_reconnect_period_restores_connection_and_subscriptions(
     assert names[:3] == ["connect", "close", "offline"]
     assert names[-2:] == ["reconnect", "connect"]
     assert names.count("offline") == 1  # once per outage
+    # The seed's events without arguments get none; connect gets the CONNACK.
+    for name, args in rec.log:
+        if name == "connect":
+            assert len(args) == 1 and isinstance(args[0], mqttkit.ConnAck)
+        else:
+            assert args == (), (name, args)
     rec.attach(client, ("message",))
     publisher = make_client(url=mosquitto.url)
     publisher.publish("restored/x", "after restart", qos=1).result(5)
