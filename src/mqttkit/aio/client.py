@@ -169,18 +169,20 @@ class Client:
             raise ClientClosedError("call connect() (or use 'async with') first")
         return self._engine
 
-    async def publish(
+    def publish(
         self,
         topic: str,
         payload: str | bytes | bytearray | memoryview = b"",
         qos: int = 0,
         retain: bool = False,
         properties: Any = None,
-    ) -> int:
-        """Publish a message; returns when its QoS flow has completed (QoS 0: when written).
+    ) -> asyncio.Future[int]:
+        """Publish a message: queued at once; the returned future completes when its QoS flow
+        has (QoS 0: when written). ``await client.publish(...)`` waits for it; not awaiting it
+        is fire-and-forget (the message is sent all the same).
 
         Returns:
-            The reason code of PUBACK / PUBREC (MQTT 5; 0 otherwise).
+            A future of the PUBACK / PUBREC reason code (MQTT 5; 0 otherwise).
 
         Raises:
             InvalidTopicError, InvalidQoSError, PayloadTypeError: at once, for bad arguments.
@@ -194,8 +196,9 @@ class Client:
         )
         token = _Token(loop=engine.loop)
         engine.publish(request, token)
-        result: int = await token
-        return result
+        if token.done() and token.exception() is not None:
+            raise token.exception()  # type: ignore[misc]  # refused at once: queue full, closed
+        return token
 
     async def subscribe(
         self,

@@ -59,9 +59,11 @@ __all__ = [
     "PacketBuffer",
     "decode",
     "decode_packet",
+    "decode_publish",
     "encode_packet",
     "encode_properties",
     "encode_publish",
+    "encode_publish_parts",
     "encode_varint",
     "first_byte_of",
 ]
@@ -300,23 +302,43 @@ def encode_publish(
     packet_id: int,
     properties: bytes | None,
 ) -> bytes:
-    """Encode a PUBLISH from pre-validated parts: the hot path, with one copy of the payload.
+    """Encode a PUBLISH from pre-validated parts.
 
     ``topic`` is the UTF-8 topic name; ``properties`` the encoded property block for MQTT 5 or
     None for 3.x; ``packet_id`` is ignored for QoS 0.
     """
-    head = _pack_u16(len(topic)) + topic
-    if qos:
-        head += _pack_u16(packet_id)
+    first = 0x30 | (dup << 3) | (qos << 1) | retain
+    return encode_publish_parts(
+        first, _pack_u16(len(topic)) + topic, packet_id, properties, payload
+    )
+
+
+#: One-byte bytes objects, by value: the first byte of a fixed header without allocating.
+BYTE_VALUES: Final = tuple(bytes((b,)) for b in range(256))
+
+
+def encode_publish_parts(
+    first: int,
+    topic_field: bytes,
+    packet_id: int,
+    properties: bytes | None,
+    payload: bytes,
+) -> bytes:
+    """Encode a PUBLISH from its first byte, its length-prefixed topic (``topic_field``), the
+    packet id (used when the QoS bits of ``first`` are set), the MQTT 5 property block (None
+    for 3.x) and the payload: the hot path, one copy of the payload."""
+    if first & 0x06:
+        head = topic_field + _pack_u16(packet_id)
+    else:
+        head = topic_field
     if properties is not None:
         head += properties
     remaining = len(head) + len(payload)
-    first = 0x30 | (dup << 3) | (qos << 1) | retain
     if remaining < 16_384:
-        return b"".join((bytes((first,)), _SMALL_VARINTS[remaining], head, payload))
+        return b"".join((BYTE_VALUES[first], _SMALL_VARINTS[remaining], head, payload))
     if remaining > MAX_REMAINING_LENGTH:
         raise ValueError(f"PUBLISH of {remaining} bytes exceeds the protocol maximum")
-    return b"".join((bytes((first,)), encode_varint(remaining), head, payload))
+    return b"".join((BYTE_VALUES[first], encode_varint(remaining), head, payload))
 
 
 def encode_packet(packet: Packet, protocol_level: int = MQTT_3_1_1) -> bytes:
@@ -707,7 +729,7 @@ def decode_packet(first: int, data: bytes, start: int, end: int, protocol_level:
     """
     ptype = first >> 4
     if ptype == PacketType.PUBLISH:
-        return _dec_publish(first, data, start, end, protocol_level)
+        return decode_publish(first, data, start, end, protocol_level)
     if ptype == 0 or (ptype == PacketType.AUTH and protocol_level != MQTT_5):
         raise MalformedPacketError(f"reserved packet type {ptype}")
     if first & 0x0F != REQUIRED_FLAGS[ptype]:
@@ -722,7 +744,12 @@ def decode_packet(first: int, data: bytes, start: int, end: int, protocol_level:
     return packet
 
 
-def _dec_publish(first: int, data: bytes, start: int, end: int, level: int) -> Publish:
+def decode_publish(first: int, data: bytes, start: int, end: int, level: int) -> Publish:
+    """Decode a PUBLISH frame (the hot path of :func:`decode_packet`).
+
+    Raises:
+        MalformedPacketError, ProtocolError: as :func:`decode_packet`.
+    """
     qos = (first >> 1) & 0x03
     if qos == 3:
         raise MalformedPacketError("PUBLISH with QoS 3 [MQTT-3.3.1-4]")
@@ -735,9 +762,10 @@ def _dec_publish(first: int, data: bytes, start: int, end: int, level: int) -> P
     pos = start + 2 + tlen
     if pos > end:
         raise MalformedPacketError("PUBLISH topic longer than the packet")
-    topic = _utf8(data[start + 2 : pos])
-    if "+" in topic or "#" in topic:
-        raise MalformedPacketError("PUBLISH topic name contains a wildcard [MQTT-3.3.2-2]")
+    raw = data[start + 2 : pos]
+    topic = _TOPIC_NAMES.get(raw)
+    if topic is None:
+        topic = _topic_name(raw)
     packet_id = None
     if qos:
         if pos + 2 > end:
@@ -757,6 +785,23 @@ def _dec_publish(first: int, data: bytes, start: int, end: int, level: int) -> P
     if not topic and (level != MQTT_5 or props.topic_alias is None):
         raise MalformedPacketError("PUBLISH with an empty topic name [MQTT-4.7.3-1]")
     return Publish(topic, data[pos:end], qos, bool(first & 0x01), dup, packet_id, props)
+
+
+# Decoded topic names by their bytes: a subscriber sees the same few topics millions of times,
+# and a name that decoded and passed the checks once passes them again. Bounded: cleared when
+# full (a plain dict is safe to share between threads under the GIL).
+_TOPIC_NAMES: dict[bytes, str] = {}
+_TOPIC_NAMES_MAX: Final = 4096
+
+
+def _topic_name(raw: bytes) -> str:
+    topic = _utf8(raw)
+    if "+" in topic or "#" in topic:
+        raise MalformedPacketError("PUBLISH topic name contains a wildcard [MQTT-3.3.2-2]")
+    if len(_TOPIC_NAMES) >= _TOPIC_NAMES_MAX:
+        _TOPIC_NAMES.clear()
+    _TOPIC_NAMES[raw] = topic
+    return topic
 
 
 def _check_reason(code: int, ptype: int, level: int) -> int:

@@ -157,6 +157,10 @@ _ACCEPTED: Final[dict[State, frozenset[int]]] = {
         }
     ),
 }
+_ACCEPTED_CONNECTED: Final = _ACCEPTED[State.CONNECTED]
+#: First bytes of PUBACK, PUBREC, PUBREL, PUBCOMP (PUBREL's reserved flags are 0b0010).
+_SHORT_ACKS: Final = frozenset({0x40, 0x50, 0x62, 0x70})
+_ACCEPTED_CONNECTING: Final = _ACCEPTED[State.CONNECTING]
 #: Packets only a client sends.
 _CLIENT_ONLY: Final = frozenset(
     {PacketType.CONNECT, PacketType.SUBSCRIBE, PacketType.UNSUBSCRIBE, PacketType.PINGREQ}
@@ -284,18 +288,69 @@ class Ack:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class PublishRequest:
-    """A validated PUBLISH, ready to encode once it has a packet identifier."""
+    """A validated PUBLISH, ready to encode once it has a packet identifier.
 
-    topic: str
-    topic_bytes: bytes
-    payload: bytes
-    qos: int
-    retain: bool
-    properties: Properties
-    properties_bytes: bytes | None
-    """The encoded property block for MQTT 5, None for 3.x."""
+    Immutable by convention (a plain slotted class rather than a frozen dataclass: one is built
+    per message, and this is the hot path).
+
+    Attributes:
+        topic, topic_bytes: the topic name and its UTF-8 encoding.
+        payload: the payload bytes.
+        qos, retain: as given.
+        properties: MQTT 5 properties.
+        properties_bytes: the encoded property block for MQTT 5, None for 3.x.
+        first: the first byte of the fixed header, without DUP.
+        topic_field: the topic as it goes on the wire (two-byte length, then the bytes).
+    """
+
+    __slots__ = (
+        "first",
+        "payload",
+        "properties",
+        "properties_bytes",
+        "qos",
+        "retain",
+        "topic",
+        "topic_bytes",
+        "topic_field",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        topic_bytes: bytes,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        properties: Properties,
+        properties_bytes: bytes | None,
+    ) -> None:
+        self.topic = topic
+        self.topic_bytes = topic_bytes
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.properties = properties
+        self.properties_bytes = properties_bytes
+        self.first = 0x30 | (qos << 1) | (1 if retain else 0)
+        self.topic_field = _U16.pack(len(topic_bytes)) + topic_bytes
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.topic, self.payload, self.qos, self.retain, self.properties)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PublishRequest):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"PublishRequest(topic={self.topic!r}, payload=<{len(self.payload)} bytes>, "
+            f"qos={self.qos}, retain={self.retain})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +426,19 @@ def prepare_publish(
         InvalidArgumentError: MQTT 5 properties on an older protocol, or invalid properties.
         PacketTooLargeError: larger than the protocol allows.
     """
+    if (
+        properties is None
+        and protocol_level != MQTT_5
+        and type(topic) is str
+        and type(payload) is bytes
+        and type(qos) is int
+        and 0 <= qos <= 2
+        and len(payload) < 268_000_000
+    ):
+        # The common case, with the fewest calls: plain topic, bytes payload, MQTT 3.x.
+        return PublishRequest(
+            topic, validate_topic_name(topic), payload, qos, bool(retain), NO_PROPERTIES, None
+        )
     props = _check_properties(properties, protocol_level, "publish")
     if isinstance(topic, str) and topic == "" and props.topic_alias is not None:
         topic_bytes = b""  # an empty topic name with a topic alias [MQTT-3.3.2-?]
@@ -706,11 +774,15 @@ class ClientSession:
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Bytes arrived from the broker. Never raises."""
-        if self.state not in (State.CONNECTING, State.CONNECTED) or not data:
+        state = self.state
+        if (state is not State.CONNECTED and state is not State.CONNECTING) or not data:
             return
         self._last_received = now
         try:
             frames = self._buffer.feed(data)
+            if state is State.CONNECTED and not self.config.trace_packets:
+                self._receive_connected(frames, now)
+                return
             for first, buf, start, end in frames:
                 packet = codec.decode_packet(first, buf, start, end, self._level)
                 if self.config.trace_packets:
@@ -731,6 +803,38 @@ class ClientSession:
     def _closing(self) -> bool:
         return self.state is State.CLOSING
 
+    def _receive_connected(self, frames: list[codec.Frame], now: float) -> None:
+        # The hot path of receive_data(): connected, no tracing. PUBLISH skips the generic
+        # dispatch; a QoS 0 message of MQTT 3.x is a decode and an event.
+        level = self._level
+        events = self._events
+        decode_publish = codec.decode_publish
+        for first, buf, start, end in frames:
+            if first & 0xF0 == 0x30:
+                message = decode_publish(first, buf, start, end, level)
+                if message.qos == 0 and level != MQTT_5:
+                    events.append(MessageReceived(message, None))
+                else:
+                    self._on_publish(message, now)
+            elif end - start == 2 and first in _SHORT_ACKS:
+                # PUBACK / PUBREC / PUBREL / PUBCOMP with success and no properties: the
+                # flow's packets, decoded in place.
+                packet_id = (buf[start] << 8) | buf[start + 1]
+                if not packet_id:
+                    raise MalformedPacketError("packet identifier 0 [MQTT-2.2.1-3]")
+                if first == 0x40:
+                    self._puback(packet_id, 0, now)
+                elif first == 0x50:
+                    self._pubrec(packet_id, 0, now)
+                elif first == 0x70:
+                    self._pubcomp(packet_id, now)
+                else:
+                    self._pubrel(packet_id, now)
+            else:
+                self._handle(codec.decode_packet(first, buf, start, end, level), now)
+                if self.state is not State.CONNECTED:
+                    return
+
     # -- application interface -----------------------------------------------------------------
 
     def publish(self, request: PublishRequest, now: float, token: Any = None) -> None:
@@ -748,11 +852,29 @@ class ClientSession:
                 f"this request was prepared for another protocol level than {self._level}"
             )
         connected = self.state is State.CONNECTED
+        queue = self._queue
         if connected:
-            self._check_sendable(request)
+            if self._level == MQTT_5:
+                self._check_sendable(request)  # the limits only MQTT 5 announces
+            if not request.qos and not queue and self._writable:
+                # The hot path: a QoS 0 message that can go right now needs no queue entry.
+                self._out.append(
+                    codec.encode_publish_parts(
+                        request.first,
+                        request.topic_field,
+                        0,
+                        request.properties_bytes,
+                        request.payload,
+                    )
+                )
+                self._last_sent = now
+                if self.config.trace_packets:
+                    self._events.append(PacketSent(codec.decode(self._out[-1], self._level)))
+                if token is not None:
+                    self._events.append(PublishCompleted(token))
+                return
         self._seq += 1
         entry = _Entry(_PUBLISH, self._seq, request.qos, request, token)
-        queue = self._queue
         if (
             connected
             and not queue
@@ -800,9 +922,17 @@ class ClientSession:
             if done.qos == 2:
                 self._received_qos2.add(packet_id)
                 if self.state is State.CONNECTED:
-                    self._send(b"\x50\x02" + _U16.pack(packet_id), now, PubRec(packet_id))
+                    self._send(
+                        b"\x50\x02" + _U16.pack(packet_id),
+                        now,
+                        PubRec(packet_id) if self.config.trace_packets else None,
+                    )
             elif self.state is State.CONNECTED:
-                self._send(b"\x40\x02" + _U16.pack(packet_id), now, PubAck(packet_id))
+                self._send(
+                    b"\x40\x02" + _U16.pack(packet_id),
+                    now,
+                    PubAck(packet_id) if self.config.trace_packets else None,
+                )
 
     def disconnect(
         self, now: float, reason_code: int = 0, properties: Properties = NO_PROPERTIES
@@ -864,14 +994,12 @@ class ClientSession:
             self._events.append(PacketSent(packet))
 
     def _encode_publish(self, request: PublishRequest, packet_id: int, dup: bool) -> bytes:
-        return codec.encode_publish(
-            request.topic_bytes,
-            request.payload,
-            request.qos,
-            request.retain,
-            dup,
+        return codec.encode_publish_parts(
+            request.first | 0x08 if dup else request.first,
+            request.topic_field,
             packet_id,
             request.properties_bytes,
+            request.payload,
         )
 
     def _check_sendable(self, request: PublishRequest) -> None:
@@ -937,7 +1065,8 @@ class ClientSession:
         if entry.data:
             # Queued earlier with packet id 0: patch the identifier in place of re-encoding.
             data = entry.data
-            offset = _publish_id_offset(data)
+            props = request.properties_bytes
+            offset = len(data) - len(request.payload) - (len(props) if props else 0) - 2
             data = b"".join((data[:offset], _U16.pack(packet_id), data[offset + 2 :]))
         else:
             data = self._encode_publish(request, packet_id, False)
@@ -973,7 +1102,8 @@ class ClientSession:
                     return
                 queue.popleft()
                 try:
-                    self._check_sendable(entry.request)
+                    if self._level == MQTT_5:
+                        self._check_sendable(entry.request)  # limits only MQTT 5 announces
                 except MQTTError as exc:
                     # Refused for good (over the broker's limits [MQTT-3.2.2-11, -14, -15]): drop
                     # it from the store too, or every restart would load it again.
@@ -1010,7 +1140,8 @@ class ClientSession:
 
     def _handle(self, packet: Packet, now: float) -> None:
         ptype = packet.TYPE
-        if ptype not in _ACCEPTED[self.state]:
+        accepted = _ACCEPTED_CONNECTED if self.state is State.CONNECTED else _ACCEPTED_CONNECTING
+        if ptype not in accepted:
             if ptype in _CLIENT_ONLY:
                 raise ProtocolError(f"the server sent {ptype.name}, which only a client may send")
             if self.state is State.CONNECTING:
@@ -1143,7 +1274,11 @@ class ClientSession:
         packet_id: int = packet.packet_id  # type: ignore[assignment]
         if qos == 2 and packet_id in self._received_qos2:
             # Already delivered; the broker did not get our PUBREC [MQTT-4.3.3-?]: answer again.
-            self._send(b"\x50\x02" + _U16.pack(packet_id), now, PubRec(packet_id))
+            self._send(
+                b"\x50\x02" + _U16.pack(packet_id),
+                now,
+                PubRec(packet_id) if self.config.trace_packets else None,
+            )
             return
         if packet_id in self._ack_by_id:
             # The application has it and has not finished; the acknowledgement will follow.
@@ -1189,13 +1324,17 @@ class ClientSession:
         )
 
     def _on_puback(self, packet: PubAck, now: float) -> None:
-        entry = self._inflight.get(packet.packet_id)
+        self._puback(packet.packet_id, packet.reason_code, now)
+
+    def _puback(self, packet_id: int, reason_code: int, now: float) -> None:
+        entry = self._inflight.get(packet_id)
         if entry is None or entry.qos != 1:
-            log.info("ignored PUBACK for packet id %d, which is not in flight", packet.packet_id)
+            log.info("ignored PUBACK for packet id %d, which is not in flight", packet_id)
             return
-        del self._inflight[packet.packet_id]
-        self._finish_publish(entry, packet.reason_code)
-        self._pump(now)
+        del self._inflight[packet_id]
+        self._finish_publish(entry, reason_code)
+        if self._queue:
+            self._pump(now)
 
     def _finish_publish(self, entry: _Entry, reason_code: int) -> None:
         self.config.outgoing_store.delete(entry.seq)
@@ -1206,20 +1345,22 @@ class ClientSession:
             self._events.append(PublishCompleted(entry.token, error, reason_code))
 
     def _on_pubrec(self, packet: PubRec, now: float) -> None:
-        packet_id = packet.packet_id
+        self._pubrec(packet.packet_id, packet.reason_code, now)
+
+    def _pubrec(self, packet_id: int, reason_code: int, now: float) -> None:
         entry = self._inflight.get(packet_id)
         if entry is None or entry.qos != 2:
             log.info("PUBREC for packet id %d, which is not in flight", packet_id)
-            if packet.reason_code < 0x80:
+            if reason_code < 0x80:
                 # Let the broker finish its side [MQTT-4.3.3-?]; MQTT 5 says why.
                 reason = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND if self._level == MQTT_5 else 0
                 rel = PubRel(packet_id, reason)
                 self._send(codec.encode_packet(rel, self._level), now, rel)
             return
-        if packet.reason_code >= 0x80:
+        if reason_code >= 0x80:
             # A failed PUBREC ends the flow [MQTT-4.3.3-?]; the identifier is free again.
             del self._inflight[packet_id]
-            self._finish_publish(entry, packet.reason_code)
+            self._finish_publish(entry, reason_code)
             self._pump(now)
             return
         rel_bytes = b"\x62\x02" + _U16.pack(packet_id)
@@ -1229,27 +1370,37 @@ class ClientSession:
             self.config.outgoing_store.put(entry.seq, rel_bytes)
             # Keep released flows in PUBREC order, the order PUBREL must go in [MQTT-4.6.0-4].
             self._inflight[packet_id] = self._inflight.pop(packet_id)
-        self._send(rel_bytes, now, PubRel(packet_id))
+        self._send(rel_bytes, now, PubRel(packet_id) if self.config.trace_packets else None)
 
     def _on_pubrel(self, packet: PubRel, now: float) -> None:
-        packet_id = packet.packet_id
+        self._pubrel(packet.packet_id, now)
+
+    def _pubrel(self, packet_id: int, now: float) -> None:
         reason = 0
         if packet_id in self._received_qos2:
             self._received_qos2.discard(packet_id)
             self.config.incoming_store.delete(packet_id)
         elif self._level == MQTT_5:
             reason = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
-        comp = PubComp(packet_id, reason)
-        self._send(codec.encode_packet(comp, self._level), now, comp)
+        if not reason:
+            comp_bytes = b"\x70\x02" + _U16.pack(packet_id)
+            self._send(comp_bytes, now, PubComp(packet_id) if self.config.trace_packets else None)
+        else:
+            comp = PubComp(packet_id, reason)
+            self._send(codec.encode_packet(comp, self._level), now, comp)
 
     def _on_pubcomp(self, packet: PubComp, now: float) -> None:
-        entry = self._inflight.get(packet.packet_id)
+        self._pubcomp(packet.packet_id, now)
+
+    def _pubcomp(self, packet_id: int, now: float) -> None:
+        entry = self._inflight.get(packet_id)
         if entry is None or entry.state != _RELEASED:
-            log.info("ignored PUBCOMP for packet id %d, which is not in flight", packet.packet_id)
+            log.info("ignored PUBCOMP for packet id %d, which is not in flight", packet_id)
             return
-        del self._inflight[packet.packet_id]
+        del self._inflight[packet_id]
         self._finish_publish(entry, 0)
-        self._pump(now)
+        if self._queue:
+            self._pump(now)
 
     def _on_suback(self, packet: SubAck, now: float) -> None:
         entry = self._requests.get(packet.packet_id)
