@@ -28,6 +28,7 @@ PUBLIC_MODULES = [
     "mqttkit.protocol.session",
     "mqttkit.protocol.store",
     "mqttkit.protocol.topics",
+    "mqttkit.stores",
 ]
 
 

@@ -43,8 +43,8 @@ SCHEMES: Final = {
     "wss": "wss",
     "unix": "unix",
 }
-#: In-flight window for MQTT 3.x, which has no Receive Maximum: Mosquitto's default.
-DEFAULT_INFLIGHT_V3: Final = 20
+#: QoS 2 in-flight window for MQTT 3.x, which has no Receive Maximum: Mosquitto's default.
+DEFAULT_INFLIGHT_QOS2_V3: Final = 20
 #: Default port per transport.
 DEFAULT_PORTS: Final = {"tcp": 1883, "tls": 8883, "ws": 80, "wss": 443}
 
@@ -104,9 +104,12 @@ class ClientOptions:
     outgoing_store: Store = field(default_factory=MemoryStore)
     """Store for outgoing QoS 1/2 messages (seed: ``outgoingStore``)."""
     max_inflight: int | None = None
-    """Most outgoing QoS 1/2 messages awaiting acknowledgement. Default: the broker's Receive
-    Maximum with MQTT 5; 20 with MQTT 3.x, which cannot learn the broker's limit (Mosquitto's
-    default window is 20, and it silently drops QoS 2 messages sent beyond it)."""
+    """Most outgoing QoS 1/2 messages awaiting acknowledgement. Default: 65,535, and with
+    MQTT 5 no more than the broker's Receive Maximum."""
+    max_inflight_qos2: int | None = None
+    """Most outgoing QoS 2 messages awaiting PUBCOMP. Default: 20 with MQTT 3.x, which cannot
+    learn the broker's limit (brokers hold QoS 2 messages until PUBREL, and Mosquitto silently
+    drops those beyond its window of 20); with MQTT 5, the broker's Receive Maximum."""
     max_queued: int = 100_000
     """Most messages waiting to be sent (offline, or behind a full window); more raise
     :class:`QueueFullError`."""
@@ -149,8 +152,9 @@ class ClientOptions:
             password=self.password,
             will=self.will,
             properties=self.properties,
-            max_inflight=self.max_inflight
-            or (65_535 if self.protocol_version == MQTT_5 else DEFAULT_INFLIGHT_V3),
+            max_inflight=self.max_inflight or 65_535,
+            max_inflight_qos2=self.max_inflight_qos2
+            or (None if self.protocol_version == MQTT_5 else DEFAULT_INFLIGHT_QOS2_V3),
             max_queued=self.max_queued,
             max_packet_size=self.max_packet_size,
             outgoing_store=self.outgoing_store,
@@ -377,14 +381,15 @@ def _validate(o: ClientOptions) -> ClientOptions:
             raise InvalidOptionError("properties must be an mqttkit.Properties or a dict")
     if o.properties and o.protocol_version != MQTT_5:
         raise InvalidOptionError("CONNECT properties need protocol_version=5")
-    for name in ("max_inflight", "max_queued"):
+    for name in ("max_inflight", "max_inflight_qos2", "max_queued"):
         value = getattr(o, name)
-        if value is None and name == "max_inflight":
+        if value is None and name != "max_queued":
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidOptionError(f"{name} must be an int >= 1, not {value!r}")
-    if o.max_inflight is not None and o.max_inflight > 65535:
-        raise InvalidOptionError("max_inflight must be <= 65535")
+    for value in (o.max_inflight, o.max_inflight_qos2):
+        if value is not None and value > 65535:
+            raise InvalidOptionError("max_inflight and max_inflight_qos2 must be <= 65535")
     for name in ("incoming_store", "outgoing_store"):
         store = getattr(o, name)
         if store is None:

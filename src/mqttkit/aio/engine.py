@@ -150,6 +150,7 @@ class Engine:
         self._protocol: _Protocol | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
+        self._close_drain: asyncio.Future[None] | None = None
         self._connack: asyncio.Future[ConnAck] | None = None
         self._lost: asyncio.Future[MQTTError | None] | None = None
         self._wake = asyncio.Event()
@@ -161,6 +162,7 @@ class Engine:
         self._commands: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._commands_lock = threading.Lock()
         self._wakeup_pending = False
+        self._batching = False
         self._stop_reconnecting = False
 
     # -- state -------------------------------------------------------------------------------
@@ -190,12 +192,19 @@ class Engine:
         with self._commands_lock:
             self._wakeup_pending = False
         commands = self._commands
-        while commands:
-            fn, args = commands.popleft()
-            try:
-                fn(*args)
-            except Exception:  # a command must not kill the others
-                log.exception("error in submitted call %r", fn)
+        # One batch: the events of every command are dispatched, and what they queued is
+        # written, once at the end (a burst of publishes becomes one write).
+        self._batching = True
+        try:
+            while commands:
+                fn, args = commands.popleft()
+                try:
+                    fn(*args)
+                except Exception:  # a command must not kill the others
+                    log.exception("error in submitted call %r", fn)
+        finally:
+            self._batching = False
+        self._after_now()
 
     # -- operations (loop thread) ----------------------------------------------------------------
 
@@ -278,9 +287,8 @@ class Engine:
             self._resolve_close_tokens()
             return
         if self._close_task is not None:
-            if force:
-                self._close_task.cancel()
-                self._close_task = self.loop.create_task(self._close(True))
+            if force and self._close_drain is not None and not self._close_drain.done():
+                self._close_drain.set_result(None)  # stop waiting for acknowledgements
             return
         self._close_task = self.loop.create_task(self._close(force))
 
@@ -378,11 +386,12 @@ class Engine:
 
     async def _close(self, force: bool) -> None:
         if not force and self.session.connected and self.session.pending:
-            waiter = self.loop.create_future()
+            waiter: asyncio.Future[None] = self.loop.create_future()
             self._drain_waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, self.options.close_timeout)
-            except TimeoutError:
+            self._close_drain = waiter
+            done, _ = await asyncio.wait({waiter}, timeout=self.options.close_timeout)
+            self._close_drain = None
+            if not done:
                 log.warning(
                     "close: %d operations still unfinished after close_timeout=%g s",
                     self.session.pending,
@@ -466,6 +475,8 @@ class Engine:
 
     def _after(self) -> None:
         """After an operation: dispatch events and flush soon (coalescing many calls)."""
+        if self._batching:
+            return  # _run_commands does it once for the whole batch
         self._process_events()
         if not self._flush_scheduled:
             self._flush_scheduled = True

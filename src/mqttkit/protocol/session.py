@@ -551,6 +551,8 @@ class SessionConfig:
     """MQTT 5 CONNECT properties (session expiry, receive maximum...)."""
     max_inflight: int = 65_535
     """Most outgoing QoS 1/2 PUBLISH awaiting acknowledgement at once."""
+    max_inflight_qos2: int | None = None
+    """Most outgoing QoS 2 PUBLISH awaiting PUBCOMP at once (None: only ``max_inflight``)."""
     max_queued: int = 100_000
     """Most messages waiting to be sent (offline, or behind a full window)."""
     max_packet_size: int = codec.MAX_PACKET_SIZE
@@ -641,6 +643,8 @@ class ClientSession:
         # Per-connection values, set by _reset_connection().
         self._level = self.config.protocol_level
         self._window = self.config.max_inflight
+        self._window_qos2 = self.config.max_inflight_qos2 or 65_535
+        self._qos2_inflight = 0  # QoS 2 entries in _inflight
         self._max_out_packet = codec.MAX_PACKET_SIZE
         self._max_qos = 2
         self._retain_available = True
@@ -879,7 +883,7 @@ class ClientSession:
             connected
             and not queue
             and self._writable
-            and (not request.qos or len(self._inflight) < self._id_limited_window())
+            and (not request.qos or self._has_room(request.qos))
         ):
             self._send_publish(entry, now)
             return
@@ -983,6 +987,7 @@ class ClientSession:
             self._complete(entry, error)
         self._queue.clear()
         self._inflight.clear()
+        self._qos2_inflight = 0
         self._requests.clear()
 
     # -- internals: sending ----------------------------------------------------------------------
@@ -1074,6 +1079,8 @@ class ClientSession:
         entry.state = _SENT
         self.config.outgoing_store.put(entry.seq, data)
         self._inflight[packet_id] = entry
+        if entry.qos == 2:
+            self._qos2_inflight += 1
         self._send(data, now)
         if self.config.trace_packets:
             self._events.append(PacketSent(codec.decode(data, self._level)))
@@ -1098,7 +1105,7 @@ class ClientSession:
         while queue:
             entry = queue[0]
             if entry.kind == _PUBLISH:
-                if entry.qos and len(self._inflight) >= self._id_limited_window():
+                if entry.qos and not self._has_room(entry.qos):
                     return
                 queue.popleft()
                 try:
@@ -1117,6 +1124,13 @@ class ClientSession:
                     return  # every packet identifier is in use: wait for one to be freed
                 queue.popleft()
                 self._send_request(entry, now)
+
+    def _has_room(self, qos: int) -> bool:
+        # The in-flight window, and for QoS 2 its own (MQTT 3.x brokers keep QoS 2 messages in
+        # flight on their side until PUBREL; Mosquitto drops those beyond its window).
+        if len(self._inflight) >= self._id_limited_window():
+            return False
+        return qos != 2 or self._qos2_inflight < self._window_qos2
 
     def _id_limited_window(self) -> int:
         # The window, but never more than the packet identifiers that SUBSCRIBE / UNSUBSCRIBE
@@ -1250,6 +1264,7 @@ class ClientSession:
                 entry.data = bytes((entry.data[0] & ~0x08,)) + entry.data[1:]
             requeue.append(entry)
         self._inflight.clear()
+        self._qos2_inflight = 0
         for entry in self._requests.values():
             entry.packet_id = 0
             requeue.append(entry)
@@ -1337,6 +1352,9 @@ class ClientSession:
             self._pump(now)
 
     def _finish_publish(self, entry: _Entry, reason_code: int) -> None:
+        # The entry has just left _inflight.
+        if entry.qos == 2:
+            self._qos2_inflight -= 1
         self.config.outgoing_store.delete(entry.seq)
         error = None
         if reason_code >= 0x80:
@@ -1478,6 +1496,7 @@ class ClientSession:
         cfg = self.config
         self._level = cfg.protocol_level
         self._window = cfg.max_inflight
+        self._window_qos2 = cfg.max_inflight_qos2 or 65_535
         self._max_out_packet = codec.MAX_PACKET_SIZE
         self._max_qos = 2
         self._retain_available = True
@@ -1508,6 +1527,7 @@ class ClientSession:
                 entry = _Entry(_PUBLISH, key, 2, None, None)
                 entry.packet_id, entry.state, entry.data = packet_id, _RELEASED, value
                 self._inflight[packet_id] = entry
+                self._qos2_inflight += 1
                 continue
             if kind != PacketType.PUBLISH:
                 log.warning("outgoing store entry %d is not a PUBLISH or PUBREL; skipped", key)
@@ -1539,6 +1559,8 @@ class ClientSession:
             if packet.packet_id and not queued:
                 entry.packet_id, entry.state = packet.packet_id, _SENT
                 self._inflight[packet.packet_id] = entry
+                if packet.qos == 2:
+                    self._qos2_inflight += 1
             else:
                 self._queue.append(entry)
         for key, _value in cfg.incoming_store.iterate():

@@ -115,13 +115,15 @@ class Handle:
         self._finish(None, error)
 
     def _finish(self, value: Any, error: BaseException | None) -> None:
-        with _handle_lock:
-            if self._done:
-                return
-            self._value = value
-            self._error = error
-            self._done = True
-            event = self._event
+        # Only the loop thread finishes a handle, so no lock here: the result is stored, then
+        # ``_done`` set, then ``_event`` read. A waiter creates ``_event`` and then reads
+        # ``_done`` (see wait()), so one of the two always sees the other's write.
+        if self._done:
+            return
+        self._value = value
+        self._error = error
+        self._done = True
+        event = self._event
         if event is not None:
             event.set()
         if self._callback is not None:
@@ -154,12 +156,13 @@ class Handle:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the operation completes; False if ``timeout`` (seconds) ran out."""
-        with _handle_lock:
-            done = self._done
-            if not done and self._event is None:
+        if self._done:
+            return True
+        with _handle_lock:  # waiters only: several threads may wait on one handle
+            if self._event is None:
                 self._event = threading.Event()
             event = self._event
-        return done or (event is not None and event.wait(timeout))
+        return self._done or event.wait(timeout)
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait, then return the operation's result or raise its error.
@@ -272,7 +275,10 @@ class _Dispatcher:
 
     @property
     def thread(self) -> threading.Thread | None:
-        return self._thread
+        # Under the lock: _start_locked() sets and starts a new thread while holding it, so
+        # a caller never gets a thread it cannot join yet.
+        with self._lock:
+            return self._thread
 
     def _run(self, queue: SimpleQueue[Any], previous: threading.Thread | None) -> None:
         if previous is not None and previous is not threading.current_thread():
@@ -325,6 +331,8 @@ class Client(EventEmitter):
         self._loop_listener = _LoopListener(self)
         self._dispatcher = _Dispatcher(self)
         self._engine = Engine(self.options, self._loop_listener, self._loop)
+        self._engine_publish = self._engine.publish  # bound once: publish() is the hot path
+        self._protocol_version = self.options.protocol_version
         if self.options.callback is not None:
             self.on("message", self.options.callback)
 
@@ -424,19 +432,24 @@ class Client(EventEmitter):
         Raises:
             InvalidTopicError, InvalidQoSError, PayloadTypeError, UnknownOptionError: at once.
         """
-        if callable(options):
-            callback, options = options, None
-        opts = _options_dict(options, _PUBLISH_OPTIONS, "publish")
-        request = s.prepare_publish(
-            topic,
-            message,
-            opts.get("qos", 0) if qos is None else qos,
-            opts.get("retain", False) if retain is None else retain,
-            opts.get("properties") if properties is None else properties,
-            self.options.protocol_version,
-        )
+        if options is None:
+            request = s.prepare_publish(
+                topic, message, qos or 0, retain or False, properties, self._protocol_version
+            )
+        else:
+            if callable(options):
+                callback, options = options, None
+            opts = _options_dict(options, _PUBLISH_OPTIONS, "publish")
+            request = s.prepare_publish(
+                topic,
+                message,
+                opts.get("qos", 0) if qos is None else qos,
+                opts.get("retain", False) if retain is None else retain,
+                opts.get("properties") if properties is None else properties,
+                self._protocol_version,
+            )
         handle = Handle(_PUBLISH, callback, self)
-        self._engine.submit(self._engine.publish, request, handle)
+        self._engine.submit(self._engine_publish, request, handle)
         return handle
 
     def subscribe(
