@@ -268,3 +268,26 @@ def test_reconnects_in_background_after_first_connect(mosquitto: MosquittoBroker
         raise AssertionError("no message")
 
     assert run(main()) == b"after restart"
+
+
+def test_flush_waits_for_every_outstanding_flow() -> None:
+    with FakeBroker() as broker:
+        server, accepted = _serve_one(broker)
+
+        async def main() -> None:
+            async with Client(broker.url, reconnect_period=0) as client:
+                await asyncio.to_thread(server.join, 5)
+                conn = accepted[0]
+                await client.flush()  # nothing outstanding: returns at once
+                futures = [client.publish("t", str(i), qos=1) for i in range(3)]
+                packets = [await asyncio.to_thread(conn.expect, Publish) for _ in range(3)]
+                flushing = asyncio.ensure_future(client.flush())
+                for packet in packets[:2]:
+                    await asyncio.to_thread(conn.send, PubAck(packet.packet_id))
+                await asyncio.to_thread(conn.expect_silence, 0.2)
+                assert not flushing.done()  # one acknowledgement still missing
+                await asyncio.to_thread(conn.send, PubAck(packets[2].packet_id))
+                await asyncio.wait_for(flushing, 5)
+                assert all(f.done() for f in futures)
+
+        run(main())

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import mqttkit
-from mqttkit.protocol.packets import PingReq
+from mqttkit.protocol.packets import PingReq, PubAck, Publish
 from mqttkit.testing import MosquittoBroker
 from tests.support.fake_broker import FakeBroker
 from tests.support.recorder import Recorder
@@ -237,7 +237,8 @@ def test_reconnect_period_restores_connection_and_subscriptions(
     # The seed's events without arguments get none; connect gets the CONNACK.
     for name, args in rec.log:
         if name == "connect":
-            assert len(args) == 1 and isinstance(args[0], mqttkit.ConnAck)
+            assert len(args) == 1
+            assert isinstance(args[0], mqttkit.ConnAck)
         else:
             assert args == (), (name, args)
     rec.attach(client, ("message",))
@@ -354,3 +355,19 @@ def test_protocol_versions_round_trip(
         client.publish("v/t", f"v{version}q{qos}", qos=qos).result(5)
     got = rec.wait_messages(3)
     assert sorted(m[1] for m in got) == [f"v{version}q{q}".encode() for q in (0, 1, 2)]
+
+
+def test_flush_blocks_until_every_flow_completed(make_client) -> None:
+    with FakeBroker() as broker:
+        client = make_client(url=broker.url, reconnect_period=0)
+        conn = broker.accept()
+        conn.handshake()
+        Recorder(client, ("connect",)).wait_for("connect")
+        assert client.flush(5)
+        handles = [client.publish("t", str(i), qos=1) for i in range(3)]
+        packets = [conn.expect(Publish) for _ in range(3)]
+        assert not client.flush(0.2)  # no acknowledgement yet
+        for packet in packets:
+            conn.send(PubAck(packet.packet_id))
+        assert client.flush(5)
+        assert all(h.done() for h in handles)

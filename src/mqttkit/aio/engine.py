@@ -87,6 +87,11 @@ def backoff_delay(attempt: int, period: float, maximum: float, rng: random.Rando
     return delay / 2 + jitter * delay / 2
 
 
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class _Protocol(asyncio.Protocol):
     """Forwards transport callbacks to the engine, tagged with itself to ignore stale ones."""
 
@@ -157,7 +162,8 @@ class Engine:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._flush_scheduled = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        # Called once the session has nothing pending (flush(), graceful close).
+        self._drain_waiters: list[Callable[[], None]] = []
         self._close_tokens: list[Token] = []
         self._commands: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
         self._commands_lock = threading.Lock()
@@ -263,6 +269,14 @@ class Engine:
         for ack in acks:
             self.session.acknowledge(ack, now)
         self._after()
+
+    def flush(self, token: Token) -> None:
+        """Resolve ``token`` once every operation issued so far has completed (QoS 0 written,
+        QoS 1/2 acknowledged, SUBACK/UNSUBACK received)."""
+        if not self.session.pending:
+            token.resolve(None)
+        else:
+            self._drain_waiters.append(lambda: token.resolve(None))
 
     def set_trace(self, enabled: bool) -> None:
         """Emit packetsend / packetreceive events (costs a decode per outgoing PUBLISH)."""
@@ -387,7 +401,7 @@ class Engine:
     async def _close(self, force: bool) -> None:
         if not force and self.session.connected and self.session.pending:
             waiter: asyncio.Future[None] = self.loop.create_future()
-            self._drain_waiters.append(waiter)
+            self._drain_waiters.append(lambda: _set_once(waiter))
             self._close_drain = waiter
             done, _ = await asyncio.wait({waiter}, timeout=self.options.close_timeout)
             self._close_drain = None
@@ -516,6 +530,8 @@ class Engine:
     def _process_events(self) -> None:
         events = self.session.events_received()
         if not events:
+            if self._drain_waiters and not self.session.pending:
+                self._drained()
             return
         emit = self.listener.emit
         for event in events:
@@ -559,7 +575,9 @@ class Engine:
             elif isinstance(event, s.PacketReceived):
                 emit("packetreceive", event.packet)
         if self._drain_waiters and not self.session.pending:
-            waiters, self._drain_waiters = self._drain_waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._drained()
+
+    def _drained(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            waiter()

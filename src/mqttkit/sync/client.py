@@ -524,6 +524,17 @@ class Client(EventEmitter):
         self._engine.submit(self._engine.unsubscribe, request, handle)
         return handle
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every operation issued so far has completed (QoS 0 messages written,
+        QoS 1/2 flows acknowledged, SUBACK/UNSUBACK received).
+
+        Returns:
+            False if ``timeout`` (seconds) ran out first.
+        """
+        handle = Handle(_CLOSE, None, self)
+        self._engine.submit(self._engine.flush, handle)
+        return handle.wait(timeout)
+
     # -- events ----------------------------------------------------------------------------------
 
     def _listener_added(self, event: str) -> None:
@@ -536,23 +547,44 @@ class Client(EventEmitter):
 
     def _process(self, batch: list[tuple[Any, ...]]) -> None:
         """Run one batch of events on the dispatch thread (internal)."""
-        acks: list[s.Ack] = []
         emit = self.emit
+        submit = self._engine.submit
+        acknowledge = self._engine.acknowledge
         for item in batch:
             name = item[0]
             if name == "message":
                 message: Publish = item[1]
-                emit("message", message.topic, message.payload, message)
+                entries = self._listeners.get("message")
+                if (
+                    entries
+                    and len(entries) == 1
+                    and not entries[0].once
+                    and ("message" not in self._replaying)
+                ):
+                    # One plain listener (the usual case): call it without emit()'s generality.
+                    entry = entries[0]
+                    arity = entry.arity
+                    try:
+                        if arity == 2:
+                            entry.fn(message.topic, message.payload)
+                        elif arity is None or arity >= 3:
+                            entry.fn(message.topic, message.payload, message)
+                        else:
+                            entry.fn(*(message.topic, message.payload)[:arity])
+                    except Exception:
+                        log.exception("mqttkit: listener %r for event 'message' raised", entry.fn)
+                else:
+                    emit("message", message.topic, message.payload, message)
                 if item[2] is not None:
-                    acks.append(item[2])
+                    # Acknowledged as soon as its listeners have returned, not at the end of the
+                    # batch: the broker refills its window while the rest are handled.
+                    submit(acknowledge, item[2])
             elif name == "_callback":
                 item[1]._run_callback()
             elif name == "_replay":
                 self._deliver_held(item[1])
             else:
                 emit(name, *item[1:])
-        if acks:
-            self._engine.submit(self._engine.acknowledge_many, acks)
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
