@@ -21,6 +21,7 @@ PUBLIC_MODULES = [
     "mqttkit",
     "mqttkit.aio",
     "mqttkit.sync",
+    "mqttkit.nodemcu",
     "mqttkit.protocol",
     "mqttkit.protocol.errors",
     "mqttkit.protocol.packets",

@@ -8,10 +8,14 @@ options, opening the connection with asyncio, and the one place where OS / ssl e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import ipaddress
 import socket
 import ssl
+import threading
 from collections.abc import Callable
+from typing import Any
 
 from ..options import ClientOptions
 from ..protocol.errors import (
@@ -79,16 +83,95 @@ async def open_transport(
             server_hostname = None
             if ssl_context is not None:
                 server_hostname = options.server_hostname or options.host
-            transport, protocol = await loop.create_connection(
-                protocol_factory,
-                options.host,
-                options.port,
-                ssl=ssl_context,
-                server_hostname=server_hostname,
+            transport, protocol = await _connect_tcp(
+                loop, protocol_factory, options.host, options.port, ssl_context, server_hostname
             )
     except (OSError, ssl.SSLError) as exc:
         raise map_connect_error(exc, options) from exc
     return transport, protocol
+
+
+async def _connect_tcp(
+    loop: asyncio.AbstractEventLoop,
+    protocol_factory: Callable[[], asyncio.Protocol],
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    server_hostname: str | None,
+) -> tuple[asyncio.Transport, asyncio.Protocol]:
+    """``loop.create_connection``, with host names resolved by :func:`_resolve`.
+
+    Each address is tried in turn (as asyncio does); the error of a single failure, or
+    "Multiple exceptions: ..." when the addresses failed differently, is raised.
+    """
+    if _is_ip_address(host):
+        return await loop.create_connection(
+            protocol_factory, host, port, ssl=ssl_context, server_hostname=server_hostname
+        )
+    errors: list[OSError] = []
+    for family, kind, proto, _, address in await _resolve(loop, host, port):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return await loop.create_connection(
+            protocol_factory, sock=sock, ssl=ssl_context, server_hostname=server_hostname
+        )
+    if not errors:  # pragma: no cover - getaddrinfo returns addresses or raises
+        raise OSError(f"no address found for {host!r}")
+    if len({str(exc) for exc in errors}) == 1:
+        raise errors[0]
+    raise OSError(f"Multiple exceptions: {', '.join(str(exc) for exc in errors)}")
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[Any]:
+    """``socket.getaddrinfo`` for a TCP connection, on a daemon thread of its own.
+
+    Not ``loop.getaddrinfo``: it runs on the loop's default executor, which refuses work (or
+    cannot even be created) once the interpreter has begun shutting down, which is exactly
+    when a script whose main thread has ended is kept alive by a client's dispatch thread (the
+    seed examples: ``mqtt.connect("mqtt://localhost")`` then listeners only).
+
+    Raises:
+        socket.gaierror: the name does not resolve.
+    """
+    future: asyncio.Future[list[Any]] = loop.create_future()
+
+    def settle(result: list[Any] | None, error: BaseException | None) -> None:
+        if future.done():  # cancelled: the connect timeout ran out meanwhile
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result or [])
+
+    def lookup() -> None:
+        result: list[Any] | None = None
+        error: BaseException | None = None
+        try:
+            result = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except Exception as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=lookup, name=f"mqttkit-resolve-{host}", daemon=True).start()
+    return await future
 
 
 def map_connect_error(exc: BaseException, options: ClientOptions) -> MQTTError:
