@@ -1,0 +1,610 @@
+"""One benchmark role of one client library, in this process; prints one JSON line.
+
+    python bench/clients.py ROLE CLIENT --url mqtt://127.0.0.1:PORT [--n N --qos Q --size B ...]
+
+ROLE: ``sub`` (subscribe, print READY, count until n messages or timeout), ``pub`` (publish n
+messages and wait for the acknowledgements), ``rtt`` (sequential QoS 1 round trips to its own
+subscription), ``fanin`` (``--clients`` publishing clients in this one process), ``conn``
+(``--n`` idle connections in this one process).
+
+CLIENT: ``mqttkit-sync``, ``mqttkit-aio``, ``paho``, ``gmqtt``.
+
+Every payload starts with its sequence number (8 bytes, big endian), so the subscriber reports
+messages received, distinct, and duplicated; a run that misses messages says so.
+Times are ``time.monotonic()`` (one clock for every process on the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+SEQ = struct.Struct(">Q")
+
+
+def payload_for(i: int, size: int) -> bytes:
+    head = SEQ.pack(i)
+    return head + b"x" * (size - len(head)) if size > len(head) else head
+
+
+def cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def peak_rss_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def current_rss_kb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def emit(result: dict[str, Any]) -> None:
+    result.setdefault("peak_rss_kb", peak_rss_kb())
+    print(json.dumps(result), flush=True)
+
+
+def ready() -> None:
+    print("READY", flush=True)
+
+
+class Counter:
+    """Counts messages by sequence number (thread-safe), notes first and last arrival."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.seen: set[int] = set()
+        self.received = 0
+        self.first = 0.0
+        self.last = 0.0
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+
+    def add(self, payload: bytes) -> None:
+        now = time.monotonic()
+        seq = SEQ.unpack_from(payload)[0]
+        with self.lock:
+            if not self.received:
+                self.first = now
+            self.received += 1
+            self.seen.add(seq)
+            self.last = now
+            if len(self.seen) >= self.n:
+                self.done.set()
+
+    def result(self, cpu_used: float) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "distinct": len(self.seen),
+            "duplicates": self.received - len(self.seen),
+            "first": self.first,
+            "last": self.last,
+            "cpu": cpu_used,
+        }
+
+
+def host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 1883
+
+
+# ---------------------------------------------------------------------------------------------
+# mqttkit, blocking front
+# ---------------------------------------------------------------------------------------------
+
+
+def mk_sync_sub(a: argparse.Namespace) -> None:
+    import mqttkit
+
+    counter = Counter(a.n)
+    client = mqttkit.Client(url=a.url, keepalive=60)
+    client.on("message", lambda topic, message: counter.add(message))
+    client.connect()
+    client.subscribe(a.topic, qos=a.qos).result(10)
+    ready()
+    c0 = cpu()
+    counter.done.wait(a.timeout)
+    c1 = cpu()
+    client.close(force=True).wait(5)
+    emit(counter.result(c1 - c0))
+
+
+def mk_sync_pub(a: argparse.Namespace) -> None:
+    import mqttkit
+
+    client = mqttkit.Client(url=a.url, keepalive=60, max_queued=a.n + 10)
+    connected = threading.Event()
+    client.on("connect", lambda connack: connected.set())
+    client.connect()
+    connected.wait(10)
+    payloads = [payload_for(i, a.size) for i in range(a.n)]
+    c0 = cpu()
+    start = time.monotonic()
+    publish = client.publish
+    for p in payloads:
+        publish(a.topic, p, qos=a.qos)
+    client.flush(a.timeout)  # every flow completed
+    end = time.monotonic()
+    c1 = cpu()
+    client.close().wait(10)
+    emit({"start": start, "end": end, "cpu": c1 - c0})
+
+
+def mk_sync_rtt(a: argparse.Namespace) -> None:
+    import mqttkit
+
+    client = mqttkit.Client(url=a.url, keepalive=60)
+    got = threading.Event()
+    client.on("message", lambda topic, message: got.set())
+    client.connect()
+    client.subscribe(a.topic, qos=1).result(10)
+    samples = []
+    payload = payload_for(0, a.size)
+    c0 = cpu()
+    for _ in range(a.n):
+        got.clear()
+        t0 = time.perf_counter()
+        client.publish(a.topic, payload, qos=1)
+        if not got.wait(5):
+            break
+        samples.append(time.perf_counter() - t0)
+    c1 = cpu()
+    client.close(force=True).wait(5)
+    emit({"samples": samples, "cpu": c1 - c0})
+
+
+def mk_sync_fanin(a: argparse.Namespace) -> None:
+    import mqttkit
+
+    clients = []
+    for _ in range(a.clients):
+        client = mqttkit.Client(url=a.url, keepalive=60)
+        connected = threading.Event()
+        client.once("connect", lambda connack, e=connected: e.set())
+        client.connect()
+        clients.append((client, connected))
+    for _, connected in clients:
+        connected.wait(20)
+    per = a.n // a.clients
+    c0 = cpu()
+    start = time.monotonic()
+    for i in range(per):
+        for k, (client, _) in enumerate(clients):
+            client.publish(a.topic, payload_for(k * per + i, a.size), qos=a.qos)
+    for client, _ in clients:
+        client.flush(a.timeout)
+    end = time.monotonic()
+    c1 = cpu()
+    for client, _ in clients:
+        client.close(force=True)
+    emit({"start": start, "end": end, "cpu": c1 - c0})
+
+
+# ---------------------------------------------------------------------------------------------
+# mqttkit, asyncio front
+# ---------------------------------------------------------------------------------------------
+
+
+def mk_aio_sub(a: argparse.Namespace) -> None:
+    from mqttkit.aio import Client
+
+    async def main() -> dict[str, Any]:
+        counter = Counter(a.n)
+        async with Client(a.url, keepalive=60) as client:
+            await client.subscribe(a.topic, qos=a.qos)
+            ready()
+            c0 = cpu()
+
+            async def consume() -> None:
+                async for message in client.messages():
+                    counter.add(message.payload)
+                    if counter.done.is_set():
+                        return
+
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(consume(), a.timeout)
+            c1 = cpu()
+            await client.close(force=True)
+        return counter.result(c1 - c0)
+
+    emit(asyncio.run(main()))
+
+
+def mk_aio_pub(a: argparse.Namespace) -> None:
+    from mqttkit.aio import Client
+
+    async def main() -> dict[str, Any]:
+        payloads = [payload_for(i, a.size) for i in range(a.n)]
+        async with Client(a.url, keepalive=60, max_queued=a.n + 10) as client:
+            c0 = cpu()
+            start = time.monotonic()
+            publish = client.publish
+            for p in payloads:
+                publish(a.topic, p, qos=a.qos)
+            await asyncio.wait_for(client.flush(), a.timeout)  # every flow completed
+            end = time.monotonic()
+            c1 = cpu()
+        return {"start": start, "end": end, "cpu": c1 - c0}
+
+    emit(asyncio.run(main()))
+
+
+def mk_aio_rtt(a: argparse.Namespace) -> None:
+    from mqttkit.aio import Client
+
+    async def main() -> dict[str, Any]:
+        samples = []
+        payload = payload_for(0, a.size)
+        async with Client(a.url, keepalive=60) as client:
+            await client.subscribe(a.topic, qos=1)
+            messages = client.messages()
+            c0 = cpu()
+            for _ in range(a.n):
+                t0 = time.perf_counter()
+                client.publish(a.topic, payload, qos=1)
+                await asyncio.wait_for(anext(messages), 5)
+                samples.append(time.perf_counter() - t0)
+            c1 = cpu()
+            await messages.aclose()
+        return {"samples": samples, "cpu": c1 - c0}
+
+    emit(asyncio.run(main()))
+
+
+def mk_aio_fanin(a: argparse.Namespace) -> None:
+    from mqttkit.aio import Client
+
+    async def main() -> dict[str, Any]:
+        clients = [Client(a.url, keepalive=60) for _ in range(a.clients)]
+        await asyncio.gather(*(c.connect() for c in clients))
+        per = a.n // a.clients
+        c0 = cpu()
+        start = time.monotonic()
+        for i in range(per):
+            for k, client in enumerate(clients):
+                client.publish(a.topic, payload_for(k * per + i, a.size), qos=a.qos)
+        await asyncio.wait_for(asyncio.gather(*(c.flush() for c in clients)), a.timeout)
+        end = time.monotonic()
+        c1 = cpu()
+        await asyncio.gather(*(c.close(force=True) for c in clients))
+        return {"start": start, "end": end, "cpu": c1 - c0}
+
+    emit(asyncio.run(main()))
+
+
+def mk_aio_conn(a: argparse.Namespace) -> None:
+    from mqttkit.aio import Client
+
+    async def main() -> dict[str, Any]:
+        base = current_rss_kb()
+        clients = [Client(a.url, keepalive=600, reconnect_period=0) for _ in range(a.n)]
+        c0 = cpu()
+        start = time.monotonic()
+        sem = asyncio.Semaphore(500)  # bounded concurrent handshakes
+
+        async def one(client: Client) -> None:
+            async with sem:
+                await client.connect()
+
+        await asyncio.wait_for(asyncio.gather(*(one(c) for c in clients)), a.timeout)
+        end = time.monotonic()
+        c1 = cpu()
+        rss = current_rss_kb()
+        connected = sum(1 for c in clients if c.connected)
+        await asyncio.gather(*(c.close(force=True) for c in clients))
+        return {
+            "start": start,
+            "end": end,
+            "cpu": c1 - c0,
+            "connected": connected,
+            "rss_per_conn_kb": (rss - base) / max(1, a.n),
+        }
+
+    emit(asyncio.run(main()))
+
+
+# ---------------------------------------------------------------------------------------------
+# paho-mqtt 2.x
+# ---------------------------------------------------------------------------------------------
+
+
+def _paho_client(a: argparse.Namespace) -> Any:
+    import paho.mqtt.client as paho
+
+    return paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+
+
+def _paho_connect(client: Any, a: argparse.Namespace) -> None:
+    import socket
+
+    connected = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: connected.set()
+    host, port = host_port(a.url)
+    client.connect(host, port, keepalive=60)
+    # paho does not disable Nagle's algorithm; without this its round trip is ~44 ms here.
+    client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.loop_start()
+    connected.wait(10)
+
+
+def paho_sub(a: argparse.Namespace) -> None:
+    counter = Counter(a.n)
+    client = _paho_client(a)
+    client.on_message = lambda c, u, msg: counter.add(msg.payload)
+    _paho_connect(client, a)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda c, u, mid, rc, p: subscribed.set()
+    client.subscribe(a.topic, qos=a.qos)
+    subscribed.wait(10)
+    ready()
+    c0 = cpu()
+    counter.done.wait(a.timeout)
+    c1 = cpu()
+    client.disconnect()
+    client.loop_stop()
+    emit(counter.result(c1 - c0))
+
+
+def paho_pub(a: argparse.Namespace) -> None:
+    client = _paho_client(a)
+    _paho_connect(client, a)
+    payloads = [payload_for(i, a.size) for i in range(a.n)]
+    c0 = cpu()
+    start = time.monotonic()
+    infos = [client.publish(a.topic, p, qos=a.qos) for p in payloads]
+    for info in infos:
+        info.wait_for_publish(a.timeout)
+    end = time.monotonic()
+    c1 = cpu()
+    client.disconnect()
+    client.loop_stop()
+    emit({"start": start, "end": end, "cpu": c1 - c0})
+
+
+def paho_rtt(a: argparse.Namespace) -> None:
+    client = _paho_client(a)
+    got = threading.Event()
+    client.on_message = lambda c, u, msg: got.set()
+    _paho_connect(client, a)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda c, u, mid, rc, p: subscribed.set()
+    client.subscribe(a.topic, qos=1)
+    subscribed.wait(10)
+    samples = []
+    payload = payload_for(0, a.size)
+    c0 = cpu()
+    for _ in range(a.n):
+        got.clear()
+        t0 = time.perf_counter()
+        client.publish(a.topic, payload, qos=1)
+        if not got.wait(5):
+            break
+        samples.append(time.perf_counter() - t0)
+    c1 = cpu()
+    client.disconnect()
+    client.loop_stop()
+    emit({"samples": samples, "cpu": c1 - c0})
+
+
+def paho_fanin(a: argparse.Namespace) -> None:
+    clients = []
+    for _ in range(a.clients):
+        client = _paho_client(a)
+        _paho_connect(client, a)
+        clients.append(client)
+    per = a.n // a.clients
+    c0 = cpu()
+    start = time.monotonic()
+    infos = []
+    for i in range(per):
+        for k, client in enumerate(clients):
+            infos.append(client.publish(a.topic, payload_for(k * per + i, a.size), qos=a.qos))
+    for info in infos:
+        info.wait_for_publish(a.timeout)
+    end = time.monotonic()
+    c1 = cpu()
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
+    emit({"start": start, "end": end, "cpu": c1 - c0})
+
+
+# ---------------------------------------------------------------------------------------------
+# gmqtt 0.8 (asyncio)
+# ---------------------------------------------------------------------------------------------
+
+
+async def _gmqtt_connect(
+    a: argparse.Namespace, on_message: Callable[..., Any] | None = None
+) -> Any:
+    import gmqtt
+    from gmqtt.mqtt.constants import MQTTv311
+
+    client = gmqtt.Client(f"gmqtt-{os.getpid()}-{id(a)}-{time.monotonic_ns()}")
+    if on_message is not None:
+        client.on_message = on_message
+    host, port = host_port(a.url)
+    await client.connect(host, port, keepalive=60, version=MQTTv311)
+    return client
+
+
+def gmqtt_sub(a: argparse.Namespace) -> None:
+    async def main() -> dict[str, Any]:
+        counter = Counter(a.n)
+        done = asyncio.Event()
+
+        def on_message(client: Any, topic: str, payload: bytes, qos: int, properties: Any) -> int:
+            counter.add(payload)
+            if counter.done.is_set():
+                done.set()
+            return 0
+
+        client = await _gmqtt_connect(a, on_message)
+        subscribed = asyncio.Event()
+        client.on_subscribe = lambda *args: subscribed.set()
+        client.subscribe(a.topic, qos=a.qos)
+        await asyncio.wait_for(subscribed.wait(), 10)
+        ready()
+        c0 = cpu()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), a.timeout)
+        c1 = cpu()
+        await client.disconnect()
+        return counter.result(c1 - c0)
+
+    emit(asyncio.run(main()))
+
+
+def gmqtt_pub(a: argparse.Namespace) -> None:
+    async def main() -> dict[str, Any]:
+        client = await _gmqtt_connect(a)
+        payloads = [payload_for(i, a.size) for i in range(a.n)]
+        c0 = cpu()
+        start = time.monotonic()
+        for p in payloads:
+            client.publish(a.topic, p, qos=a.qos)
+        if a.qos:
+            await asyncio.wait_for(client._persistent_storage.wait_empty(), a.timeout)
+        else:
+            await asyncio.sleep(0)
+        end = time.monotonic()
+        c1 = cpu()
+        await client.disconnect()
+        return {"start": start, "end": end, "cpu": c1 - c0}
+
+    emit(asyncio.run(main()))
+
+
+def gmqtt_rtt(a: argparse.Namespace) -> None:
+    async def main() -> dict[str, Any]:
+        got = asyncio.Event()
+
+        def on_message(*args: Any) -> int:
+            got.set()
+            return 0
+
+        client = await _gmqtt_connect(a, on_message)
+        subscribed = asyncio.Event()
+        client.on_subscribe = lambda *args: subscribed.set()
+        client.subscribe(a.topic, qos=1)
+        await asyncio.wait_for(subscribed.wait(), 10)
+        samples = []
+        payload = payload_for(0, a.size)
+        c0 = cpu()
+        for _ in range(a.n):
+            got.clear()
+            t0 = time.perf_counter()
+            client.publish(a.topic, payload, qos=1)
+            await asyncio.wait_for(got.wait(), 5)
+            samples.append(time.perf_counter() - t0)
+        c1 = cpu()
+        await client.disconnect()
+        return {"samples": samples, "cpu": c1 - c0}
+
+    emit(asyncio.run(main()))
+
+
+def gmqtt_fanin(a: argparse.Namespace) -> None:
+    async def main() -> dict[str, Any]:
+        clients = [await _gmqtt_connect(a) for _ in range(a.clients)]
+        per = a.n // a.clients
+        c0 = cpu()
+        start = time.monotonic()
+        for i in range(per):
+            for k, client in enumerate(clients):
+                client.publish(a.topic, payload_for(k * per + i, a.size), qos=a.qos)
+        if a.qos:
+            await asyncio.wait_for(
+                asyncio.gather(*(c._persistent_storage.wait_empty() for c in clients)), a.timeout
+            )
+        end = time.monotonic()
+        c1 = cpu()
+        await asyncio.gather(*(c.disconnect() for c in clients))
+        return {"start": start, "end": end, "cpu": c1 - c0}
+
+    emit(asyncio.run(main()))
+
+
+def gmqtt_conn(a: argparse.Namespace) -> None:
+    async def main() -> dict[str, Any]:
+        base = current_rss_kb()
+        sem = asyncio.Semaphore(500)
+        c0 = cpu()
+        start = time.monotonic()
+
+        async def one() -> Any:
+            async with sem:
+                return await _gmqtt_connect(a)
+
+        clients = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(a.n))), a.timeout)
+        end = time.monotonic()
+        c1 = cpu()
+        rss = current_rss_kb()
+        await asyncio.gather(*(c.disconnect() for c in clients))
+        return {
+            "start": start,
+            "end": end,
+            "cpu": c1 - c0,
+            "connected": len(clients),
+            "rss_per_conn_kb": (rss - base) / max(1, a.n),
+        }
+
+    emit(asyncio.run(main()))
+
+
+ROLES: dict[tuple[str, str], Callable[[argparse.Namespace], None]] = {
+    ("sub", "mqttkit-sync"): mk_sync_sub,
+    ("pub", "mqttkit-sync"): mk_sync_pub,
+    ("rtt", "mqttkit-sync"): mk_sync_rtt,
+    ("fanin", "mqttkit-sync"): mk_sync_fanin,
+    ("sub", "mqttkit-aio"): mk_aio_sub,
+    ("pub", "mqttkit-aio"): mk_aio_pub,
+    ("rtt", "mqttkit-aio"): mk_aio_rtt,
+    ("fanin", "mqttkit-aio"): mk_aio_fanin,
+    ("conn", "mqttkit-aio"): mk_aio_conn,
+    ("sub", "paho"): paho_sub,
+    ("pub", "paho"): paho_pub,
+    ("rtt", "paho"): paho_rtt,
+    ("fanin", "paho"): paho_fanin,
+    ("sub", "gmqtt"): gmqtt_sub,
+    ("pub", "gmqtt"): gmqtt_pub,
+    ("rtt", "gmqtt"): gmqtt_rtt,
+    ("fanin", "gmqtt"): gmqtt_fanin,
+    ("conn", "gmqtt"): gmqtt_conn,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=sorted({r for r, _ in ROLES}))
+    parser.add_argument("client", choices=sorted({c for _, c in ROLES}))
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--topic", default="bench/t")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--qos", type=int, default=0)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    a = parser.parse_args(argv)
+    fn = ROLES.get((a.role, a.client))
+    if fn is None:
+        emit({"unsupported": True})
+        return
+    fn(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

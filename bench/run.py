@@ -1,0 +1,323 @@
+"""mqttkit's benchmark: every workload, every client, side by side, against a private Mosquitto.
+
+    python bench/run.py                 # the full run: 3 repeats, medians, ratios (minutes)
+    python bench/run.py --quick         # small N: checks every workload completes (CI)
+    python bench/run.py --workloads pub0,rtt1 --clients mqttkit-sync,paho
+
+Each client library runs in its own processes (a subscriber process and a publisher process
+for the throughput workloads), started by this script, one run at a time. The table shows the
+median of the repeats and the ratio to paho-mqtt and to gmqtt measured in the same run. A run in
+which the subscriber missed messages is shown as ``LOST n``, never as a rate. Raw results go to
+``bench/results/<time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from mqttkit.testing import MosquittoBroker  # noqa: E402
+
+CLIENTS = ["mqttkit-sync", "mqttkit-aio", "paho", "gmqtt"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    kind: str  # "flow" (sub + pub processes), "rtt", "fanin", "conn"
+    n: int
+    qos: int = 0
+    size: int = 64
+    clients: int = 1
+    quick_n: int = 100
+    quick_clients: int = 1
+    timeout: float = 300.0
+
+
+WORKLOADS = [
+    Workload("pub0", "flow", 100_000, qos=0, quick_n=1_000),
+    Workload("pub1", "flow", 20_000, qos=1, quick_n=500),
+    Workload("pub2", "flow", 10_000, qos=2, quick_n=300),
+    Workload("rtt1", "rtt", 2_000, qos=1, quick_n=50),
+    Workload("big", "flow", 200, qos=1, size=1_000_000, quick_n=5),
+    Workload("fanin", "fanin", 20_000, qos=1, clients=100, quick_n=200, quick_clients=10),
+    Workload("conn", "conn", 10_000, quick_n=200),
+]
+
+
+def spawn(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "clients.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+
+
+def last_json(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return {"error": f"timed out after {timeout} s", "stderr": err[-2000:]}
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": f"exit {proc.returncode}", "stderr": err[-2000:]}
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def wait_ready(proc: subprocess.Popen[str], timeout: float) -> bool:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            return False
+        if line.strip() == "READY":
+            return True
+    return False
+
+
+def run_one(w: Workload, client: str, url: str, topic: str, quick: bool) -> dict[str, Any]:
+    n = w.quick_n if quick else w.n
+    common = [
+        "--url",
+        url,
+        "--topic",
+        topic,
+        "--n",
+        str(n),
+        "--qos",
+        str(w.qos),
+        "--size",
+        str(w.size),
+        "--timeout",
+        str(w.timeout),
+    ]
+    if w.kind == "conn":
+        return last_json(spawn(["conn", client, *common]), w.timeout + 30)
+    if w.kind == "rtt":
+        return last_json(spawn(["rtt", client, *common]), w.timeout + 30)
+    sub = spawn(["sub", client, *common])
+    if not wait_ready(sub, 30):
+        sub.kill()
+        return {"error": "subscriber not ready", "stderr": (sub.communicate()[1] or "")[-2000:]}
+    if w.kind == "fanin":
+        clients = w.quick_clients if quick else w.clients
+        pub = spawn(["fanin", client, *common, "--clients", str(clients)])
+    else:
+        pub = spawn(["pub", client, *common])
+    pub_result = last_json(pub, w.timeout + 30)
+    sub_result = last_json(sub, w.timeout + 30)
+    return {"pub": pub_result, "sub": sub_result, "n": n}
+
+
+def metrics(w: Workload, r: dict[str, Any]) -> dict[str, Any]:
+    """Reduce one raw run to the figures the table shows."""
+    if "unsupported" in r or "unsupported" in r.get("pub", {}):
+        return {"unsupported": True}
+    for part in (r, r.get("pub", {}), r.get("sub", {})):
+        if "error" in part:
+            return {"error": part["error"]}
+    if w.kind == "rtt":
+        samples = sorted(r["samples"])
+        if not samples:
+            return {"error": "no round trip completed"}
+        return {
+            "p50_ms": samples[len(samples) // 2] * 1000,
+            "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))] * 1000,
+            "cpu_per_10k": r["cpu"] / len(samples) * 10_000,
+            "peak_rss_mb": r["peak_rss_kb"] / 1024,
+        }
+    if w.kind == "conn":
+        return {
+            "seconds": r["end"] - r["start"],
+            "connected": r["connected"],
+            "rss_per_conn_kb": r["rss_per_conn_kb"],
+            "peak_rss_mb": r["peak_rss_kb"] / 1024,
+        }
+    n = r["n"]
+    pub, sub = r["pub"], r["sub"]
+    lost = n - sub["distinct"]
+    elapsed = max(sub["last"], pub["end"]) - pub["start"]
+    out = {
+        "lost": lost,
+        "duplicates": sub["duplicates"],
+        "cpu_per_10k": (pub["cpu"] + sub["cpu"]) / n * 10_000,
+        "peak_rss_mb": max(pub["peak_rss_kb"], sub["peak_rss_kb"]) / 1024,
+    }
+    if lost == 0 and elapsed > 0:
+        out["msgs_per_s"] = n / elapsed
+        out["mb_per_s"] = n * w.size / elapsed / 1e6
+    return out
+
+
+PRIMARY = {"flow": "msgs_per_s", "fanin": "msgs_per_s", "rtt": "p50_ms", "conn": "seconds"}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small N: checks completion only")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
+    parser.add_argument("--clients", default=",".join(CLIENTS))
+    parser.add_argument("--out", default=None, help="JSON file for the raw results")
+    args = parser.parse_args()
+    repeats = args.repeats or (1 if args.quick else 3)
+    wanted = args.workloads.split(",")
+    clients = args.clients.split(",")
+    workloads = [w for w in WORKLOADS if w.name in wanted]
+    broker = MosquittoBroker(
+        max_queued_messages=0,
+        extra_config="max_queued_bytes 0\nmax_connections -1\nset_tcp_nodelay true\n",
+        log_types=("error", "warning"),
+    ).start()
+    raw: dict[str, Any] = {
+        "machine": machine(),
+        "quick": args.quick,
+        "repeats": repeats,
+        "runs": [],
+    }
+    table: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    failures = []
+    try:
+        for w in workloads:
+            for rep in range(repeats):
+                for client in clients:
+                    topic = f"bench/{w.name}/{client}/{rep}"
+                    result = run_one(w, client, broker.url, topic, args.quick)
+                    m = metrics(w, result)
+                    raw["runs"].append(
+                        {
+                            "workload": w.name,
+                            "client": client,
+                            "repeat": rep,
+                            "raw": result,
+                            "metrics": m,
+                        }
+                    )
+                    table.setdefault((w.name, client), []).append(m)
+                    status = summary(w, m)
+                    print(f"{w.name:6} {client:13} #{rep + 1}: {status}", flush=True)
+                    if (
+                        client.startswith("mqttkit")
+                        and not m.get("unsupported")
+                        and ("error" in m or m.get("lost"))
+                    ):
+                        failures.append(f"{w.name}/{client}: {status}")
+    finally:
+        broker.close()
+    print()
+    print(render(workloads, clients, table))
+    out = Path(args.out) if args.out else HERE / "results" / time.strftime("%Y%m%d-%H%M%S.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(raw, indent=1))
+    print(f"\nraw results: {out}")
+    if failures:
+        print("\nmqttkit runs that did not complete with every message:")
+        for f in failures:
+            print("  " + f)
+        return 1
+    return 0
+
+
+def summary(w: Workload, m: dict[str, Any]) -> str:
+    if m.get("unsupported"):
+        return "n/a"
+    if "error" in m:
+        return f"ERROR {m['error']}"
+    if m.get("lost"):
+        return f"LOST {m['lost']}"
+    key = PRIMARY[w.kind]
+    text = f"{key}={m[key]:.4g}"
+    if "mb_per_s" in m and w.size >= 100_000:
+        text += f" MB/s={m['mb_per_s']:.4g}"
+    if "rss_per_conn_kb" in m:
+        text += f" rss/conn={m['rss_per_conn_kb']:.3g} KB"
+    return text
+
+
+def median_of(ms: list[dict[str, Any]], key: str) -> float | None:
+    values = [m[key] for m in ms if key in m and not m.get("lost") and "error" not in m]
+    return statistics.median(values) if values else None
+
+
+def render(workloads: list[Workload], clients: list[str], table: dict[Any, Any]) -> str:
+    lines = [
+        "| workload | client | result (median) | vs paho | vs gmqtt | CPU s / 10k msgs "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for w in workloads:
+        key = "mb_per_s" if w.name == "big" else PRIMARY[w.kind]
+        lower_is_better = key in ("p50_ms", "seconds")
+        refs = {c: median_of(table.get((w.name, c), []), key) for c in ("paho", "gmqtt")}
+        for client in clients:
+            ms = table.get((w.name, client), [])
+            if ms and all(m.get("unsupported") for m in ms):
+                lines.append(f"| {w.name} | {client} | n/a | | | | |")
+                continue
+            value = median_of(ms, key)
+            if value is None:
+                bad = next((summary(w, m) for m in ms if "error" in m or m.get("lost")), "-")
+                lines.append(f"| {w.name} | {client} | {bad} | | | | |")
+                continue
+            ratios = []
+            for ref in ("paho", "gmqtt"):
+                r = refs[ref]
+                if r is None or client == ref:
+                    ratios.append("")
+                else:
+                    ratios.append(f"{(r / value) if lower_is_better else (value / r):.2f}x")
+            extra = ""
+            if w.kind == "rtt":
+                extra = f" (p99 {median_of(ms, 'p99_ms'):.3f} ms)"
+            if w.kind == "conn":
+                extra = f" ({median_of(ms, 'rss_per_conn_kb'):.1f} KB/conn)"
+            cpu = median_of(ms, "cpu_per_10k")
+            rss = median_of(ms, "peak_rss_mb")
+            unit = {"msgs_per_s": "msg/s", "mb_per_s": "MB/s", "p50_ms": "ms p50", "seconds": "s"}[
+                key
+            ]
+            lines.append(
+                f"| {w.name} | {client} | {value:,.4g} {unit}{extra} | {ratios[0]} | {ratios[1]} "
+                f"| {'' if cpu is None else f'{cpu:.3f}'} | {'' if rss is None else f'{rss:.0f}'} |"
+            )
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
+    with contextlib.suppress(OSError, StopIteration):
+        info["cpu_model"] = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    for mod in ("paho.mqtt", "gmqtt"):
+        try:
+            module = __import__(mod, fromlist=["__version__"])
+            info[mod] = getattr(module, "__version__", "?")
+        except ImportError:
+            info[mod] = None
+    return info
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
