@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import resource
@@ -57,8 +56,19 @@ def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)
 
 
-def ready() -> None:
+def ready(counter: Counter | None = None) -> None:
+    """Tell the runner we are subscribed; a ``STOP`` line on stdin then ends the wait early
+    (the runner sends it once the publisher is done and a grace period has passed)."""
     print("READY", flush=True)
+    if counter is not None:
+
+        def watch() -> None:
+            for line in sys.stdin:
+                if line.strip() == "STOP":
+                    counter.done.set()
+                    return
+
+        threading.Thread(target=watch, daemon=True).start()
 
 
 class Counter:
@@ -114,7 +124,7 @@ def mk_sync_sub(a: argparse.Namespace) -> None:
     client.on("message", lambda topic, message: counter.add(message))
     client.connect()
     client.subscribe(a.topic, qos=a.qos).result(10)
-    ready()
+    ready(counter)
     c0 = cpu()
     counter.done.wait(a.timeout)
     c1 = cpu()
@@ -205,7 +215,7 @@ def mk_aio_sub(a: argparse.Namespace) -> None:
         counter = Counter(a.n)
         async with Client(a.url, keepalive=60) as client:
             await client.subscribe(a.topic, qos=a.qos)
-            ready()
+            ready(counter)
             c0 = cpu()
 
             async def consume() -> None:
@@ -214,8 +224,10 @@ def mk_aio_sub(a: argparse.Namespace) -> None:
                     if counter.done.is_set():
                         return
 
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(consume(), a.timeout)
+            task = asyncio.ensure_future(consume())
+            stopped = asyncio.ensure_future(asyncio.to_thread(counter.done.wait, a.timeout))
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            task.cancel()
             c1 = cpu()
             await client.close(force=True)
         return counter.result(c1 - c0)
@@ -349,7 +361,7 @@ def paho_sub(a: argparse.Namespace) -> None:
     client.on_subscribe = lambda c, u, mid, rc, p: subscribed.set()
     client.subscribe(a.topic, qos=a.qos)
     subscribed.wait(10)
-    ready()
+    ready(counter)
     c0 = cpu()
     counter.done.wait(a.timeout)
     c1 = cpu()
@@ -457,10 +469,12 @@ def gmqtt_sub(a: argparse.Namespace) -> None:
         client.on_subscribe = lambda *args: subscribed.set()
         client.subscribe(a.topic, qos=a.qos)
         await asyncio.wait_for(subscribed.wait(), 10)
-        ready()
+        ready(counter)
         c0 = cpu()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), a.timeout)
+        stopped = asyncio.ensure_future(asyncio.to_thread(counter.done.wait, a.timeout))
+        await asyncio.wait(
+            {asyncio.ensure_future(done.wait()), stopped}, return_when=asyncio.FIRST_COMPLETED
+        )
         c1 = cpu()
         await client.disconnect()
         return counter.result(c1 - c0)

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs, then lint, types, the docs check and pytest
-# (which starts its own Mosquitto brokers on free loopback ports).
+# The whole test suite: installs what it needs, then lint, types, pytest (which starts its own
+# Mosquitto brokers on free loopback ports) and a small-N run of the benchmark, which checks
+# that every workload completes with every message (it asserts no timing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
-python -m ruff check src tests examples tools
-python -m ruff format --check src tests examples tools
+python -m ruff check src tests examples tools bench
+python -m ruff format --check src tests examples tools bench
 python -m mypy src
 python -m pytest "$@"
+python bench/run.py --quick --out "${TMPDIR:-/tmp}/mqttkit-bench-quick.json"
