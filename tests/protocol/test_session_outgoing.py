@@ -177,7 +177,13 @@ def test_work_waits_while_every_packet_id_is_in_use() -> None:
     session, request = c.session, prepare_publish("x", b"", 1)
     for _ in range(65_534):  # 2..65,535
         session.publish(request, c.now)
-    assert len(session.data_to_send()) == 65_534 * 7 + 12
+    sent = 0
+    for _ in range(1000):  # as a driver does: write, then pump() while the session wants to
+        sent += len(session.data_to_send())
+        if not session.wants_to_send:
+            break
+        session.pump(c.now)
+    assert sent == 65_534 * 7 + 12
     assert session.inflight == 65_534
     c.publish("y", b"Y", 1, token="y")  # no identifier left: both wait, neither raises
     c.subscribe("second", token="second")
@@ -540,3 +546,26 @@ def test_clean_start_restores_subscriptions_on_every_connection(level: int) -> N
     # The restoring SUBSCRIBE has no token; its SUBACK completes quietly with None.
     c.send(SubAck(4, (1,)))
     assert c.events() == [SubscribeCompleted(None, (Subscription("t", 1),), (1,), None)]
+
+
+def test_a_burst_of_large_messages_leaves_in_bounded_batches() -> None:
+    from mqttkit.protocol.session import OUT_LIMIT
+
+    c = Conversation(4)
+    c.handshake()
+    session = c.session
+    payload = b"p" * 100_000
+    for _ in range(20):
+        session.publish(prepare_publish("big", payload, 1), c.now)
+    batches = []
+    for _ in range(100):
+        batches.append(len(session.data_to_send()))
+        if not session.wants_to_send:
+            break
+        session.pump(c.now)
+    # Each batch stops once OUT_LIMIT is reached: at most one message beyond it.
+    assert all(size <= OUT_LIMIT + 100_020 for size in batches)
+    assert len(batches) > 1
+    assert sum(batches) == 20 * (100_000 + 2 + 3 + 2 + 4)  # every message, once
+    assert session.inflight == 20
+    assert not session.wants_to_send

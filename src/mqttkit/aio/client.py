@@ -63,7 +63,7 @@ class Client:
     ) -> None:
         self.options: ClientOptions = parse_options(url, options, **kwargs)
         self._engine: Engine | None = None
-        self._messages: deque[tuple[Publish, s.Ack | None]] = deque()
+        self._messages: deque[tuple[Publish, s.Ack | None]] | None = None  # made on first use
         self._message_waiter: asyncio.Future[None] | None = None
         self._connect_waiter: asyncio.Future[ConnAck] | None = None
         self._ended = False
@@ -73,7 +73,10 @@ class Client:
     def emit(self, name: str, *args: Any) -> None:
         """Engine event sink (internal)."""
         if name == "message":
-            self._messages.append((args[0], args[1]))
+            messages = self._messages
+            if messages is None:
+                messages = self._messages = deque()
+            messages.append((args[0], args[1]))
             self._wake_consumer()
         elif name == "connect":
             waiter = self._connect_waiter
@@ -271,6 +274,8 @@ class Client:
                     engine.acknowledge(pending_ack)
                     pending_ack = None
                 while not self._messages:
+                    if self._messages is None:
+                        self._messages = deque()
                     if self._ended:
                         return
                     self._message_waiter = engine.loop.create_future()

@@ -128,6 +128,11 @@ log = logging.getLogger("mqttkit")
 
 _U16 = struct.Struct("!H")
 
+#: PUBLISH bytes the session lets pile up in :meth:`ClientSession.data_to_send`'s output before
+#: it keeps further messages in its queue: the driver writes, then calls ``pump()``. This bounds
+#: the copies a burst of large messages makes to about one batch, not the whole burst.
+OUT_LIMIT: Final = 256 * 1024
+
 
 class State(enum.Enum):
     """Where the current network connection stands."""
@@ -619,6 +624,42 @@ class ClientSession:
         config: settings; the session keeps the object and reads it on each connection.
     """
 
+    __slots__ = (
+        "_ack_by_id",
+        "_acks",
+        "_alias_max",
+        "_aliases",
+        "_buffer",
+        "_events",
+        "_generation",
+        "_inflight",
+        "_keepalive",
+        "_last_received",
+        "_last_sent",
+        "_level",
+        "_max_out_packet",
+        "_max_qos",
+        "_next_id",
+        "_out",
+        "_out_size",
+        "_ping_sent",
+        "_qos2_inflight",
+        "_queue",
+        "_receive_max",
+        "_received_qos2",
+        "_requests",
+        "_retain_available",
+        "_seq",
+        "_window",
+        "_window_qos2",
+        "_writable",
+        "config",
+        "connack",
+        "error",
+        "state",
+        "subscriptions",
+    )
+
     def __init__(self, config: SessionConfig | None = None) -> None:
         self.config = config if config is not None else SessionConfig()
         self.state = State.DISCONNECTED
@@ -656,6 +697,7 @@ class ClientSession:
         self._last_received = 0.0
         self._ping_sent: float | None = None
         self._writable = True
+        self._out_size = 0  # PUBLISH bytes in _out: above OUT_LIMIT, new ones wait in the queue
         self._restore()
 
     # -- inspection -----------------------------------------------------------------------------
@@ -698,6 +740,7 @@ class ClientSession:
         if not out:
             return b""
         self._out = []
+        self._out_size = 0
         return out[0] if len(out) == 1 else b"".join(out)
 
     def events_received(self) -> list[Event]:
@@ -773,6 +816,7 @@ class ClientSession:
             self.error = error
         self.state = State.DISCONNECTED
         self._out = []
+        self._out_size = 0
         self._buffer.clear()
         self._ping_sent = None
 
@@ -860,17 +904,13 @@ class ClientSession:
         if connected:
             if self._level == MQTT_5:
                 self._check_sendable(request)  # the limits only MQTT 5 announces
-            if not request.qos and not queue and self._writable:
+            if not request.qos and not queue and self._writable and self._out_size < OUT_LIMIT:
                 # The hot path: a QoS 0 message that can go right now needs no queue entry.
-                self._out.append(
-                    codec.encode_publish_parts(
-                        request.first,
-                        request.topic_field,
-                        0,
-                        request.properties_bytes,
-                        request.payload,
-                    )
+                data = codec.encode_publish_parts(
+                    request.first, request.topic_field, 0, request.properties_bytes, request.payload
                 )
+                self._out.append(data)
+                self._out_size += len(data)
                 self._last_sent = now
                 if self.config.trace_packets:
                     self._events.append(PacketSent(codec.decode(self._out[-1], self._level)))
@@ -883,6 +923,7 @@ class ClientSession:
             connected
             and not queue
             and self._writable
+            and self._out_size < OUT_LIMIT
             and (not request.qos or self._has_room(request.qos))
         ):
             self._send_publish(entry, now)
@@ -1059,6 +1100,7 @@ class ClientSession:
         request: PublishRequest = entry.request
         if not entry.qos:
             data = self._encode_publish(request, 0, False)
+            self._out_size += len(data)
             self._send(data, now)
             if self.config.trace_packets:
                 self._events.append(PacketSent(codec.decode(data, self._level)))
@@ -1081,6 +1123,7 @@ class ClientSession:
         self._inflight[packet_id] = entry
         if entry.qos == 2:
             self._qos2_inflight += 1
+        self._out_size += len(data)
         self._send(data, now)
         if self.config.trace_packets:
             self._events.append(PacketSent(codec.decode(data, self._level)))
@@ -1097,12 +1140,24 @@ class ClientSession:
             packet = Unsubscribe(packet_id, request.topic_filters, request.properties)
         self._send(codec.encode_packet(packet, self._level), now, packet)
 
+    def pump(self, now: float) -> None:
+        """Send queued work, now that :meth:`data_to_send` has made room (the driver calls it
+        after writing, while :attr:`wants_to_send`)."""
+        self._pump(now)
+
+    @property
+    def wants_to_send(self) -> bool:
+        """True when queued work waits only for room in :meth:`data_to_send`'s output."""
+        return bool(self._queue) and self._writable and self.state is State.CONNECTED
+
     def _pump(self, now: float) -> None:
         """Move queued work to the wire while connected and the window allows."""
         if self.state is not State.CONNECTED or not self._writable:
             return
         queue = self._queue
         while queue:
+            if self._out_size >= OUT_LIMIT:
+                return  # the driver writes this out, then calls pump() again
             entry = queue[0]
             if entry.kind == _PUBLISH:
                 if entry.qos and not self._has_room(entry.qos):
@@ -1511,6 +1566,7 @@ class ClientSession:
             self._buffer.max_packet_size = cfg.max_packet_size
         self._buffer.clear()
         self._out = []
+        self._out_size = 0
         self._ping_sent = None
         self._writable = True
 
