@@ -59,6 +59,7 @@ from .protocol.errors import (
     TLSError,
 )
 from .protocol.packets import MQTT_3_1_1, Publish, Will
+from .protocol.store import Store
 from .sync.client import Client as _SyncClient
 from .sync.client import Handle
 from .sync.events import _arity
@@ -305,6 +306,9 @@ class Client:
         password: str | bytes | None = None,
         cleansession: int | bool = 1,
         max_message_length: int = DEFAULT_MAX_MESSAGE_LENGTH,
+        *,
+        incoming_store: Store | None = None,
+        outgoing_store: Store | None = None,
     ) -> None:
         if not isinstance(clientid, str):
             raise InvalidArgumentError(f"clientid must be a string, not {type(clientid).__name__}")
@@ -325,7 +329,14 @@ class Client:
             password=password,
             clean=_flag(cleansession, "cleansession"),
             protocol_version=MQTT_3_1_1,
+            incoming_store=incoming_store,
+            outgoing_store=outgoing_store,
         )
+        #: The QoS 1/2 stores every connection of this client uses (mqttkit extension): a
+        #: durable pair (``mqttkit.stores.SQLiteStore.pair``) with ``cleansession=0`` lets a
+        #: restarted program finish what the previous one started.
+        self.incoming_store: Store = options.incoming_store
+        self.outgoing_store: Store = options.outgoing_store
         self.clientid: str = options.client_id
         self.keepalive: int = options.keepalive
         self.username = options.username
@@ -462,6 +473,8 @@ class Client:
             "reconnect_period": 0,  # until the first CONNACK: see _LoopHooks
             "cafile": cafile,
             "ssl_context": ssl_context,
+            "incoming_store": self.incoming_store,
+            "outgoing_store": self.outgoing_store,
         }
         parse_options(**settings)  # a bad argument raises in any state
         with self._lock:

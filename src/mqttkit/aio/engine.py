@@ -46,6 +46,7 @@ from ..protocol.errors import (
     InvalidOptionError,
     MQTTError,
     ServerDisconnectError,
+    StoreError,
 )
 from ..protocol.packets import ConnAck
 from ..protocol.store import MemoryStore
@@ -253,6 +254,12 @@ class Engine:
         except MQTTError as exc:
             if token is not None:
                 token.reject(exc)
+            return
+        except Exception as exc:  # the store failed before the message could be recorded
+            error = StoreError(f"the outgoing store failed: {exc!r}")
+            error.__cause__ = exc
+            if token is not None:
+                token.reject(error)
             return
         self._after()
 

@@ -30,6 +30,7 @@ The tree::
     │   ├── SubscribeError             SUBACK with a failure for every requested filter
     │   └── UnsubscribeError           UNSUBACK with a failure reason code
     ├── QueueFullError                 the offline queue is at ``max_queued`` (policy ``reject``)
+    ├── StoreError                     the outgoing/incoming store failed (disk full...)
     ├── ClientClosedError              the client was closed before the operation completed
     └── OperationTimeoutError          ``wait(timeout)`` ran out (also a TimeoutError)
 
@@ -68,6 +69,7 @@ __all__ = [
     "ReasonCode",
     "ServerDisconnectError",
     "ServerNotFoundError",
+    "StoreError",
     "SubscribeError",
     "TLSError",
     "UnknownOptionError",
@@ -297,6 +299,10 @@ class UnsubscribeError(OperationError):
 
 class QueueFullError(MQTTError):
     """The offline/outgoing queue is full (``max_queued``) and the policy is ``reject``."""
+
+
+class StoreError(MQTTError):
+    """The store failed (disk full, database locked...); ``__cause__`` has the original error."""
 
 
 class ClientClosedError(MQTTError):

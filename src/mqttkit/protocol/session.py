@@ -66,6 +66,7 @@ from .errors import (
     QueueFullError,
     ReasonCode,
     ServerDisconnectError,
+    StoreError,
     SubscribeError,
     UnsubscribeError,
 )
@@ -958,7 +959,10 @@ class ClientSession:
         if ack.qos == 2:
             # Recorded now, not when its PUBREC's turn comes: the application has it, and a
             # restart before then must not deliver it again [MQTT-4.3.3-10].
-            self.config.incoming_store.put(ack.packet_id, b"")
+            try:
+                self.config.incoming_store.put(ack.packet_id, b"")
+            except Exception:
+                log.exception("incoming store failed to record packet id %d", ack.packet_id)
         acks = self._acks
         while acks and acks[0].done:
             done = acks.popleft()
@@ -1024,7 +1028,7 @@ class ClientSession:
             list(self._queue) + list(self._inflight.values()) + list(self._requests.values())
         ):
             if forget and entry.kind == _PUBLISH and entry.qos:
-                self.config.outgoing_store.delete(entry.seq)
+                self._store_delete(entry.seq)
             self._complete(entry, error)
         self._queue.clear()
         self._inflight.clear()
@@ -1170,15 +1174,33 @@ class ClientSession:
                     # Refused for good (over the broker's limits [MQTT-3.2.2-11, -14, -15]): drop
                     # it from the store too, or every restart would load it again.
                     if entry.qos:
-                        self.config.outgoing_store.delete(entry.seq)
+                        self._store_delete(entry.seq)
                     self._complete(entry, exc)
                     continue
-                self._send_publish(entry, now)
+                try:
+                    self._send_publish(entry, now)
+                except Exception as exc:  # the store failed: this message cannot go safely
+                    log.exception("outgoing store failed; message %d not sent", entry.seq)
+                    error = StoreError(f"the outgoing store failed: {exc!r}")
+                    error.__cause__ = exc
+                    self._complete(entry, error)
             else:
                 if len(self._inflight) + len(self._requests) >= 65_535:
                     return  # every packet identifier is in use: wait for one to be freed
                 queue.popleft()
                 self._send_request(entry, now)
+
+    def _store_put(self, key: int, value: bytes) -> None:
+        self.config.outgoing_store.put(key, value)
+
+    def _store_delete(self, key: int) -> None:
+        # A failed delete leaves a finished message in a durable store, to be sent again
+        # (with DUP) after a restart: a duplicate, never a loss. Not worth dropping the
+        # connection for.
+        try:
+            self.config.outgoing_store.delete(key)
+        except Exception:
+            log.exception("outgoing store failed to delete entry %d", key)
 
     def _has_room(self, qos: int) -> bool:
         # The in-flight window, and for QoS 2 its own (MQTT 3.x brokers keep QoS 2 messages in
@@ -1195,7 +1217,7 @@ class ClientSession:
     def _complete(self, entry: _Entry, error: MQTTError | None, reason_code: int = 0) -> None:
         if entry.kind == _PUBLISH:
             if entry.qos and error is None:
-                self.config.outgoing_store.delete(entry.seq)
+                self._store_delete(entry.seq)
             if entry.token is not None:
                 self._events.append(PublishCompleted(entry.token, error, reason_code))
         elif entry.kind == _SUBSCRIBE:
@@ -1315,8 +1337,10 @@ class ClientSession:
                 continue
             entry.state = _QUEUED
             entry.packet_id = 0
-            if entry.data and entry.data[0] & 0x08:
-                entry.data = bytes((entry.data[0] & ~0x08,)) + entry.data[1:]
+            # Stored again in its queued form (packet id 0, no DUP): a restart before it is
+            # sent must find it queued, not in flight under an identifier of the lost session.
+            entry.data = self._encode_publish(entry.request, 0, False)
+            self._store_put(entry.seq, entry.data)
             requeue.append(entry)
         self._inflight.clear()
         self._qos2_inflight = 0
@@ -1410,7 +1434,7 @@ class ClientSession:
         # The entry has just left _inflight.
         if entry.qos == 2:
             self._qos2_inflight -= 1
-        self.config.outgoing_store.delete(entry.seq)
+        self._store_delete(entry.seq)
         error = None
         if reason_code >= 0x80:
             error = PublishError("the broker refused the message", reason_code)
@@ -1440,7 +1464,12 @@ class ClientSession:
         if entry.state != _RELEASED:
             entry.state = _RELEASED
             entry.data = rel_bytes
-            self.config.outgoing_store.put(entry.seq, rel_bytes)
+            try:
+                self._store_put(entry.seq, rel_bytes)
+            except Exception:
+                # The PUBLISH form stays stored: after a restart it is resent with DUP, which
+                # the broker answers with PUBREC again. Logged, and the flow goes on.
+                log.exception("outgoing store failed to record PUBREC of entry %d", entry.seq)
             # Keep released flows in PUBREC order, the order PUBREL must go in [MQTT-4.6.0-4].
             self._inflight[packet_id] = self._inflight.pop(packet_id)
         self._send(rel_bytes, now, PubRel(packet_id) if self.config.trace_packets else None)
@@ -1452,7 +1481,10 @@ class ClientSession:
         reason = 0
         if packet_id in self._received_qos2:
             self._received_qos2.discard(packet_id)
-            self.config.incoming_store.delete(packet_id)
+            try:
+                self.config.incoming_store.delete(packet_id)
+            except Exception:
+                log.exception("incoming store failed to delete packet id %d", packet_id)
         elif self._level == MQTT_5:
             reason = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
         if not reason:
