@@ -111,8 +111,19 @@ class ClientOptions:
     learn the broker's limit (brokers hold QoS 2 messages until PUBREL, and Mosquitto silently
     drops those beyond its window of 20); with MQTT 5, the broker's Receive Maximum."""
     max_queued: int = 100_000
-    """Most messages waiting to be sent (offline, or behind a full window); more raise
-    :class:`QueueFullError`."""
+    """Most messages waiting to be sent (offline, or behind a full window); see
+    ``queue_policy`` for what happens beyond."""
+    max_queued_bytes: int | None = None
+    """Most payload bytes waiting to be sent (None: only ``max_queued`` counts)."""
+    queue_policy: str = "reject"
+    """When the outgoing queue is full: ``reject`` (publish raises :class:`QueueFullError`),
+    ``drop_oldest`` (the oldest waiting message is dropped to make room) or ``drop_newest``
+    (the new message is dropped). A dropped message's handle fails with QueueFullError and
+    the ``dropped`` event fires."""
+    max_buffered: int = 10_000
+    """Most incoming QoS 0 messages waiting for the application (slow handlers); beyond, new
+    QoS 0 messages are dropped (``dropped`` event). QoS 1/2 messages are never dropped: they
+    stay unacknowledged and the broker holds the rest."""
     max_packet_size: int = 268_435_460
     """Largest incoming packet accepted, in bytes."""
     close_timeout: float = 10.0
@@ -156,6 +167,8 @@ class ClientOptions:
             max_inflight_qos2=self.max_inflight_qos2
             or (None if self.protocol_version == MQTT_5 else DEFAULT_INFLIGHT_QOS2_V3),
             max_queued=self.max_queued,
+            max_queued_bytes=self.max_queued_bytes,
+            queue_policy=self.queue_policy,
             max_packet_size=self.max_packet_size,
             outgoing_store=self.outgoing_store,
             incoming_store=self.incoming_store,
@@ -381,12 +394,22 @@ def _validate(o: ClientOptions) -> ClientOptions:
             raise InvalidOptionError("properties must be an mqttkit.Properties or a dict")
     if o.properties and o.protocol_version != MQTT_5:
         raise InvalidOptionError("CONNECT properties need protocol_version=5")
-    for name in ("max_inflight", "max_inflight_qos2", "max_queued"):
+    for name in (
+        "max_inflight",
+        "max_inflight_qos2",
+        "max_queued",
+        "max_queued_bytes",
+        "max_buffered",
+    ):
         value = getattr(o, name)
-        if value is None and name != "max_queued":
+        if value is None and name not in ("max_queued", "max_buffered"):
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidOptionError(f"{name} must be an int >= 1, not {value!r}")
+    if o.queue_policy not in ("reject", "drop_oldest", "drop_newest"):
+        raise InvalidOptionError(
+            f"queue_policy must be 'reject', 'drop_oldest' or 'drop_newest', not {o.queue_policy!r}"
+        )
     for value in (o.max_inflight, o.max_inflight_qos2):
         if value is not None and value > 65535:
             raise InvalidOptionError("max_inflight and max_inflight_qos2 must be <= 65535")

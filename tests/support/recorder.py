@@ -55,7 +55,9 @@ class Recorder:
                         f"timed out after {timeout} s waiting for {what or predicate}; "
                         f"events so far: {[n for n, _ in self.log]}"
                     )
-                self._cond.wait(left)
+                # Re-checked at least every 50 ms: predicates may also watch state that
+                # changes outside this recorder (no notify comes for it).
+                self._cond.wait(min(left, 0.05))
 
     def wait_for(self, name: str, count: int = 1, timeout: float = 10.0) -> tuple[Any, ...]:
         """Wait until ``name`` happened ``count`` times; return the args of the last one."""

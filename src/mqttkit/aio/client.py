@@ -66,6 +66,8 @@ class Client:
         self._messages: deque[tuple[Publish, s.Ack | None]] | None = None  # made on first use
         self._message_waiter: asyncio.Future[None] | None = None
         self._connect_waiter: asyncio.Future[ConnAck] | None = None
+        #: Incoming QoS 0 messages dropped because the consumer was ``max_buffered`` behind.
+        self.dropped = 0
         self._ended = False
 
     # -- Listener protocol (called by the engine) -------------------------------------------------
@@ -76,6 +78,18 @@ class Client:
             messages = self._messages
             if messages is None:
                 messages = self._messages = deque()
+            if args[1] is None and len(messages) >= self.options.max_buffered:
+                # QoS 0 and the consumer is this far behind: drop it (QoS 1/2 wait, never
+                # acknowledged until consumed, so the broker holds the rest).
+                self.dropped += 1
+                if self.dropped % 10_000 == 1:
+                    log.warning(
+                        "dropping incoming QoS 0 messages: %d wait for the consumer "
+                        "(max_buffered); %d dropped so far",
+                        len(messages),
+                        self.dropped,
+                    )
+                return
             messages.append((args[0], args[1]))
             self._wake_consumer()
         elif name == "connect":

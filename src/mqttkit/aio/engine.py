@@ -604,6 +604,13 @@ class Engine:
                     if data:
                         protocol.transport.write(data)
                     protocol.transport.close()
+            elif isinstance(event, s.MessageDropped):
+                log.warning(
+                    "dropped a message to %r: the outgoing queue was full (%s)",
+                    event.message.topic,
+                    event.policy,
+                )
+                emit("dropped", event.message)
             elif isinstance(event, s.ServerDisconnected):
                 emit("disconnect", event.packet)
             elif isinstance(event, s.AuthReceived):

@@ -107,6 +107,7 @@ __all__ = [
     "ConnectionClosing",
     "ConnectionRefused",
     "Event",
+    "MessageDropped",
     "MessageReceived",
     "PacketReceived",
     "PacketSent",
@@ -234,6 +235,15 @@ class UnsubscribeCompleted(Event):
     topic_filters: tuple[str, ...]
     reason_codes: tuple[int, ...]
     error: MQTTError | None = None
+
+
+@dataclass(slots=True)
+class MessageDropped(Event):
+    """A message left the outgoing queue unsent because the queue was full (``policy``
+    ``drop_oldest`` or ``drop_newest``); its token completes with QueueFullError."""
+
+    message: Publish
+    policy: str
 
 
 @dataclass(slots=True)
@@ -561,6 +571,11 @@ class SessionConfig:
     """Most outgoing QoS 2 PUBLISH awaiting PUBCOMP at once (None: only ``max_inflight``)."""
     max_queued: int = 100_000
     """Most messages waiting to be sent (offline, or behind a full window)."""
+    max_queued_bytes: int | None = None
+    """Most payload bytes waiting to be sent (None: no byte limit)."""
+    queue_policy: str = "reject"
+    """When the queue is full: ``reject`` (publish raises QueueFullError), ``drop_oldest``
+    (the oldest waiting message is dropped), ``drop_newest`` (the new one is)."""
     max_packet_size: int = codec.MAX_PACKET_SIZE
     """Largest incoming packet accepted (bytes); larger ones close the connection."""
     outgoing_store: Store = field(default_factory=MemoryStore)
@@ -646,11 +661,13 @@ class ClientSession:
         "_ping_sent",
         "_qos2_inflight",
         "_queue",
+        "_queued_bytes",
         "_receive_max",
         "_received_qos2",
         "_requests",
         "_retain_available",
         "_seq",
+        "_warned_receive_max",
         "_window",
         "_window_qos2",
         "_writable",
@@ -698,7 +715,9 @@ class ClientSession:
         self._last_received = 0.0
         self._ping_sent: float | None = None
         self._writable = True
+        self._warned_receive_max = False
         self._out_size = 0  # PUBLISH bytes in _out: above OUT_LIMIT, new ones wait in the queue
+        self._queued_bytes = 0  # payload bytes of the PUBLISH entries in _queue
         self._restore()
 
     # -- inspection -----------------------------------------------------------------------------
@@ -929,15 +948,68 @@ class ClientSession:
         ):
             self._send_publish(entry, now)
             return
-        if len(queue) >= self.config.max_queued:
-            raise QueueFullError(
-                f"{len(queue)} messages are already waiting to be sent (max_queued="
-                f"{self.config.max_queued}); wait for the connection or raise max_queued"
-            )
+        if self._queue_full(len(request.payload)) and not self._make_room(entry):
+            return  # dropped (policy drop_newest)
         if request.qos:
             entry.data = self._encode_publish(request, 0, False)
             self.config.outgoing_store.put(entry.seq, entry.data)
         queue.append(entry)
+        self._queued_bytes += len(request.payload)
+
+    def _queue_full(self, size: int) -> bool:
+        cfg = self.config
+        if len(self._queue) >= cfg.max_queued:
+            return True
+        limit = cfg.max_queued_bytes
+        return limit is not None and self._queued_bytes + size > limit
+
+    def _make_room(self, entry: _Entry) -> bool:
+        """Apply the queue policy for ``entry``; True if it may be queued now."""
+        cfg = self.config
+        policy = cfg.queue_policy
+        size = len(entry.request.payload)
+        if policy == "drop_newest":
+            self._drop(entry, "drop_newest")
+            return False
+        if policy == "drop_oldest":
+            queue = self._queue
+            for _ in range(len(queue)):
+                if not self._queue_full(size):
+                    break
+                oldest = next((e for e in queue if e.kind == _PUBLISH), None)
+                if oldest is None:
+                    break
+                queue.remove(oldest)
+                self._queued_bytes -= len(oldest.request.payload)
+                if oldest.qos:
+                    self._store_delete(oldest.seq)
+                self._drop(oldest, "drop_oldest")
+            if not self._queue_full(size):
+                return True
+        limit = f"max_queued={cfg.max_queued}"
+        if cfg.max_queued_bytes is not None:
+            limit += f", max_queued_bytes={cfg.max_queued_bytes}"
+        raise QueueFullError(
+            f"{len(self._queue)} messages ({self._queued_bytes:,} payload bytes) are already "
+            f"waiting to be sent ({limit}); wait for the connection, raise the limit, or choose "
+            "queue_policy='drop_oldest' / 'drop_newest'"
+        )
+
+    def _drop(self, entry: _Entry, policy: str) -> None:
+        request: PublishRequest = entry.request
+        message = Publish(
+            request.topic,
+            request.payload,
+            request.qos,
+            request.retain,
+            False,
+            None,
+            request.properties,
+        )
+        self._events.append(MessageDropped(message, policy))
+        self._complete(
+            entry, QueueFullError(f"dropped: the queue was full (queue_policy={policy!r})")
+        )
 
     def subscribe(self, request: SubscribeRequest, now: float, token: Any = None) -> None:
         """Queue a SUBSCRIBE; a :class:`SubscribeCompleted` event carries ``token``."""
@@ -1031,6 +1103,7 @@ class ClientSession:
                 self._store_delete(entry.seq)
             self._complete(entry, error)
         self._queue.clear()
+        self._queued_bytes = 0
         self._inflight.clear()
         self._qos2_inflight = 0
         self._requests.clear()
@@ -1142,7 +1215,25 @@ class ClientSession:
             packet = Subscribe(packet_id, request.subscriptions, request.properties)
         else:
             packet = Unsubscribe(packet_id, request.topic_filters, request.properties)
-        self._send(codec.encode_packet(packet, self._level), now, packet)
+        data = codec.encode_packet(packet, self._level)
+        if self._refuse_too_large(entry, data):
+            return
+        self._send(data, now, packet)
+
+    def _refuse_too_large(self, entry: _Entry, data: bytes) -> bool:
+        # [MQTT-3.1.2-24, -25]: a packet over the broker's Maximum Packet Size is not sent; its
+        # operation completes with the error. True if ``entry`` (a SUBSCRIBE / UNSUBSCRIBE
+        # holding its packet id) was refused.
+        if len(data) <= self._max_out_packet:
+            return False
+        del self._requests[entry.packet_id]
+        what = "SUBSCRIBE" if entry.kind == _SUBSCRIBE else "UNSUBSCRIBE"
+        error = PacketTooLargeError(
+            f"this {what} is {len(data):,} bytes; the broker accepts at most "
+            f"{self._max_out_packet:,} (its Maximum Packet Size)"
+        )
+        self._complete(entry, error)
+        return True
 
     def pump(self, now: float) -> None:
         """Send queued work, now that :meth:`data_to_send` has made room (the driver calls it
@@ -1167,6 +1258,7 @@ class ClientSession:
                 if entry.qos and not self._has_room(entry.qos):
                     return
                 queue.popleft()
+                self._queued_bytes -= len(entry.request.payload)
                 try:
                     if self._level == MQTT_5:
                         self._check_sendable(entry.request)  # limits only MQTT 5 announces
@@ -1302,6 +1394,18 @@ class ClientSession:
                 if entry.state == _RELEASED:
                     self._send(entry.data, now, PubRel(packet_id))
                     continue
+                if self._level == MQTT_5:
+                    try:
+                        # This CONNACK's limits bind the resent messages too [MQTT-3.2.2-11,
+                        # -14], [MQTT-3.1.2-24]: one over them completes with the error.
+                        self._check_sendable(entry.request)
+                    except MQTTError as exc:
+                        del self._inflight[packet_id]
+                        if entry.qos == 2:
+                            self._qos2_inflight -= 1
+                        self._store_delete(entry.seq)
+                        self._complete(entry, exc)
+                        continue
                 data = entry.data
                 if not data[0] & 0x08:
                     data = bytes((data[0] | 0x08,)) + data[1:]
@@ -1316,7 +1420,9 @@ class ClientSession:
                 packet = Subscribe(packet_id, request.subscriptions, request.properties)
             else:
                 packet = Unsubscribe(packet_id, request.topic_filters, request.properties)
-            self._send(codec.encode_packet(packet, self._level), now, packet)
+            data = codec.encode_packet(packet, self._level)
+            if not self._refuse_too_large(entry, data):
+                self._send(data, now, packet)
 
     def _restart(self, now: float) -> None:
         # A new session on the broker (clean start, or it lost ours) [MQTT-3.2.2-5]: drop the
@@ -1350,6 +1456,7 @@ class ClientSession:
         self._requests.clear()
         requeue.sort(key=lambda e: e.seq)
         self._queue.extendleft(reversed(requeue))
+        self._queued_bytes += sum(len(e.request.payload) for e in requeue if e.kind == _PUBLISH)
         if self.subscriptions:
             subs = tuple(self.subscriptions.values())
             # Subscribe before anything else so nothing published to us in between is missed.
@@ -1377,12 +1484,18 @@ class ClientSession:
         if packet_id in self._ack_by_id:
             # The application has it and has not finished; the acknowledgement will follow.
             return
-        if self._level == MQTT_5:
+        if self._level == MQTT_5 and not self._warned_receive_max:
             limit = self._receive_max
             if len(self._ack_by_id) + len(self._received_qos2) >= limit:
-                raise ProtocolError(
-                    f"the broker exceeded our Receive Maximum of {limit}",
-                    ReasonCode.RECEIVE_MAXIMUM_EXCEEDED,
+                # [MQTT-3.3.4-9] forbids this, and section 4.13 says the client SHOULD then
+                # close with 0x93. Tolerated instead (and logged once per connection): Mosquitto
+                # 2.0 exceeds the client's Receive Maximum once acknowledgements flow, and
+                # closing would turn a broker's bookkeeping slip into a reconnect loop.
+                self._warned_receive_max = True
+                log.warning(
+                    "the broker exceeded our Receive Maximum of %d (tolerated; the messages "
+                    "are delivered)",
+                    limit,
                 )
         ack = Ack(packet_id, qos, self._generation)
         self._acks.append(ack)
@@ -1601,6 +1714,7 @@ class ClientSession:
         self._out_size = 0
         self._ping_sent = None
         self._writable = True
+        self._warned_receive_max = False
 
     def _restore(self) -> None:
         """Load unfinished flows from the stores (a durable store after a restart)."""
@@ -1651,6 +1765,7 @@ class ClientSession:
                     self._qos2_inflight += 1
             else:
                 self._queue.append(entry)
+                self._queued_bytes += len(request.payload)
         for key, _value in cfg.incoming_store.iterate():
             self._received_qos2.add(key)
 

@@ -198,14 +198,34 @@ _STOP = object()
 class _LoopListener:
     """Collects engine events on the loop thread and ships them to the dispatcher in batches."""
 
-    __slots__ = ("_batch", "_client", "_scheduled")
+    __slots__ = ("_batch", "_client", "_dropped", "_scheduled", "shipped")
 
     def __init__(self, client: Client) -> None:
         self._client = client
         self._batch: list[tuple[Any, ...]] = []
         self._scheduled = False
+        #: Messages handed to the dispatcher (written by the loop thread only); with the
+        #: dispatcher's count of those it handled, the number waiting for the application.
+        self.shipped = 0
+        self._dropped = 0
 
     def emit(self, name: str, *args: Any) -> None:
+        if name == "message":
+            client = self._client
+            if args[1] is None and self.shipped - client._handled >= client._max_buffered:
+                # A QoS 0 message and the application is this far behind: drop it (QoS 1/2
+                # wait unacknowledged instead; the broker holds the rest).
+                self._dropped += 1
+                if self._dropped % 10_000 == 1:
+                    log.warning(
+                        "dropping incoming QoS 0 messages: %d are waiting for the application "
+                        "(max_buffered); %d dropped so far",
+                        client._max_buffered,
+                        self._dropped,
+                    )
+                name, args = "dropped", (args[0],)
+            else:
+                self.shipped += 1
         self._batch.append((name, *args))
         if not self._scheduled:
             self._scheduled = True
@@ -332,6 +352,8 @@ class Client(EventEmitter):
         self._dispatcher = _Dispatcher(self)
         self._engine = Engine(self.options, self._loop_listener, self._loop)
         self._engine_publish = self._engine.publish  # bound once: publish() is the hot path
+        self._max_buffered = self.options.max_buffered
+        self._handled = 0  # messages the dispatcher has handled (written by it only)
         self._protocol_version = self.options.protocol_version
         if self.options.callback is not None:
             self.on("message", self.options.callback)
@@ -575,6 +597,7 @@ class Client(EventEmitter):
                         log.exception("mqttkit: listener %r for event 'message' raised", entry.fn)
                 else:
                     emit("message", message.topic, message.payload, message)
+                self._handled += 1
                 if item[2] is not None:
                     # Acknowledged as soon as its listeners have returned, not at the end of the
                     # batch: the broker refills its window while the rest are handled.
