@@ -226,6 +226,9 @@ class _LoopHooks:
             self._conn.client.options.reconnect_period = self._reconnect_period
         self._inner.emit(name, *args)
 
+    def message(self, message: Publish, ack: Any) -> None:
+        self._inner.message(message, ack)
+
     def stopped(self) -> None:
         self._conn.engine_stopped = True
         self._inner.stopped()

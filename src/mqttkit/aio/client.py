@@ -72,6 +72,10 @@ class Client:
 
     # -- Listener protocol (called by the engine) -------------------------------------------------
 
+    def message(self, message: Publish, ack: s.Ack | None) -> None:
+        """Engine message sink (internal)."""
+        self.emit("message", message, ack)
+
     def emit(self, name: str, *args: Any) -> None:
         """Engine event sink (internal)."""
         if name == "message":

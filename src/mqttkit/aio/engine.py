@@ -48,7 +48,7 @@ from ..protocol.errors import (
     ServerDisconnectError,
     StoreError,
 )
-from ..protocol.packets import ConnAck
+from ..protocol.packets import ConnAck, Publish
 from ..protocol.store import MemoryStore
 from .transport import make_ssl_context, map_connect_error, map_lost_error, open_transport
 
@@ -62,6 +62,10 @@ class Listener(Protocol):
 
     def emit(self, name: str, *args: Any) -> None:
         """A client event (see the module docstring for names and arguments)."""
+
+    def message(self, message: Publish, ack: s.Ack | None) -> None:
+        """An incoming message: ``emit("message", message, ack)``, as a direct call (per
+        message, the hot path)."""
 
     def stopped(self) -> None:
         """The engine is idle: no event comes until it is started again."""
@@ -572,10 +576,12 @@ class Engine:
                 self._drained()
             return
         emit = self.listener.emit
+        deliver = self.listener.message
+        message_received = s.MessageReceived
         for event in events:
             # Most frequent first: this runs per message.
-            if isinstance(event, s.MessageReceived):
-                emit("message", event.message, event.ack)
+            if type(event) is message_received:
+                deliver(event.message, event.ack)
             elif isinstance(event, s.PublishCompleted):
                 token: Token = event.token
                 if event.error is None:

@@ -210,26 +210,31 @@ class _LoopListener:
         self._dropped = 0
 
     def emit(self, name: str, *args: Any) -> None:
-        if name == "message":
-            client = self._client
-            if args[1] is None and self.shipped - client._handled >= client._max_buffered:
-                # A QoS 0 message and the application is this far behind: drop it (QoS 1/2
-                # wait unacknowledged instead; the broker holds the rest).
-                self._dropped += 1
-                if self._dropped % 10_000 == 1:
-                    log.warning(
-                        "dropping incoming QoS 0 messages: %d are waiting for the application "
-                        "(max_buffered); %d dropped so far",
-                        client._max_buffered,
-                        self._dropped,
-                    )
-                name, args = "dropped", (args[0],)
-            else:
-                self.shipped += 1
         self._batch.append((name, *args))
         if not self._scheduled:
             self._scheduled = True
             self._client._loop.call_soon(self._ship)
+
+    def message(self, message: Publish, ack: s.Ack | None) -> None:
+        client = self._client
+        if ack is None and self.shipped - client._handled >= client._max_buffered:
+            # A QoS 0 message and the application is this far behind: drop it (QoS 1/2 wait
+            # unacknowledged instead; the broker holds the rest).
+            self._dropped += 1
+            if self._dropped % 10_000 == 1:
+                log.warning(
+                    "dropping incoming QoS 0 messages: %d are waiting for the application "
+                    "(max_buffered); %d dropped so far",
+                    client._max_buffered,
+                    self._dropped,
+                )
+            self.emit("dropped", message)
+            return
+        self.shipped += 1
+        self._batch.append(("message", message, ack))
+        if not self._scheduled:
+            self._scheduled = True
+            client._loop.call_soon(self._ship)
 
     def callback(self, handle: Handle) -> None:
         self.emit("_callback", handle)
