@@ -109,7 +109,9 @@ class ClientOptions:
     max_inflight_qos2: int | None = None
     """Most outgoing QoS 2 messages awaiting PUBCOMP. Default: 20 with MQTT 3.x, which cannot
     learn the broker's limit (brokers hold QoS 2 messages until PUBREL, and Mosquitto silently
-    drops those beyond its window of 20); with MQTT 5, the broker's Receive Maximum."""
+    drops those beyond its window of 20); with MQTT 5, the broker's Receive Maximum. While
+    this window is full, QoS 1 messages wait too (Mosquitto counts both against one quota and
+    drops a QoS 1 message beyond it, answering with a plain PUBACK under MQTT 3.x)."""
     max_queued: int = 100_000
     """Most messages waiting to be sent (offline, or behind a full window); see
     ``queue_policy`` for what happens beyond."""

@@ -944,7 +944,7 @@ class ClientSession:
             and not queue
             and self._writable
             and self._out_size < OUT_LIMIT
-            and (not request.qos or self._has_room(request.qos))
+            and (not request.qos or self._has_room())
         ):
             self._send_publish(entry, now)
             return
@@ -1255,7 +1255,7 @@ class ClientSession:
                 return  # the driver writes this out, then calls pump() again
             entry = queue[0]
             if entry.kind == _PUBLISH:
-                if entry.qos and not self._has_room(entry.qos):
+                if entry.qos and not self._has_room():
                     return
                 queue.popleft()
                 self._queued_bytes -= len(entry.request.payload)
@@ -1294,12 +1294,15 @@ class ClientSession:
         except Exception:
             log.exception("outgoing store failed to delete entry %d", key)
 
-    def _has_room(self, qos: int) -> bool:
-        # The in-flight window, and for QoS 2 its own (MQTT 3.x brokers keep QoS 2 messages in
-        # flight on their side until PUBREL; Mosquitto drops those beyond its window).
+    def _has_room(self) -> bool:
+        # The in-flight window, and the QoS 2 window (MQTT 3.x brokers keep QoS 2 messages in
+        # flight on their side until PUBREL; Mosquitto drops those beyond its window). A full
+        # QoS 2 window holds QoS 1 back too: Mosquitto counts both against one incoming quota
+        # and answers a QoS 1 PUBLISH beyond it with a PUBACK (0x97, which MQTT 3.1.1 cannot
+        # carry: a plain PUBACK) and drops the message.
         if len(self._inflight) >= self._id_limited_window():
             return False
-        return qos != 2 or self._qos2_inflight < self._window_qos2
+        return self._qos2_inflight < self._window_qos2
 
     def _id_limited_window(self) -> int:
         # The window, but never more than the packet identifiers that SUBSCRIBE / UNSUBSCRIBE

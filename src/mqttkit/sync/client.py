@@ -39,6 +39,7 @@ from ..options import ClientOptions, parse_options
 from ..protocol import session as s
 from ..protocol.errors import OperationTimeoutError, UnknownOptionError
 from ..protocol.packets import Publish
+from ..protocol.store import MemoryStore
 from .events import EventEmitter, _arity
 
 __all__ = ["Client", "Handle", "connect", "engine_loop"]
@@ -359,6 +360,9 @@ class Client(EventEmitter):
         self._engine_publish = self._engine.publish  # bound once: publish() is the hot path
         self._max_buffered = self.options.max_buffered
         self._handled = 0  # messages the dispatcher has handled (written by it only)
+        # With a durable incoming store, each QoS 2 receipt is stored before the next listener
+        # runs (see _process).
+        self._durable_incoming = not isinstance(self.options.incoming_store, MemoryStore)
         self._protocol_version = self.options.protocol_version
         if self.options.callback is not None:
             self.on("message", self.options.callback)
@@ -603,10 +607,20 @@ class Client(EventEmitter):
                 else:
                     emit("message", message.topic, message.payload, message)
                 self._handled += 1
-                if item[2] is not None:
+                ack = item[2]
+                if ack is not None and ack.qos == 2 and self._durable_incoming:
+                    # The packet id goes into the durable store before the next listener runs
+                    # (as in the asyncio front): a crash then delivers again at most the one
+                    # message whose listener it interrupted, not every message handled while
+                    # the loop thread was catching up (a whole broker window).
+                    stored = threading.Event()
+                    submit(_acknowledge_and_set, acknowledge, ack, stored)
+                    if not stored.wait(30):
+                        log.warning("the loop thread took over 30 s to store a QoS 2 receipt")
+                elif ack is not None:
                     # Acknowledged as soon as its listeners have returned, not at the end of the
                     # batch: the broker refills its window while the rest are handled.
-                    submit(acknowledge, item[2])
+                    submit(acknowledge, ack)
             elif name == "_callback":
                 item[1]._run_callback()
             elif name == "_replay":
@@ -617,6 +631,16 @@ class Client(EventEmitter):
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
         return f"<mqttkit.Client {self.options.url} client_id={self.options.client_id!r} {state}>"
+
+
+def _acknowledge_and_set(
+    acknowledge: Callable[[s.Ack], None], ack: s.Ack, done: threading.Event
+) -> None:
+    # On the loop thread: session.acknowledge() stores a QoS 2 packet id before it returns.
+    try:
+        acknowledge(ack)
+    finally:
+        done.set()
 
 
 def _options_dict(options: Any, allowed: frozenset[str], what: str) -> Mapping[str, Any]:
