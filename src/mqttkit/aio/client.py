@@ -68,34 +68,40 @@ class Client:
         self._connect_waiter: asyncio.Future[ConnAck] | None = None
         #: Incoming QoS 0 messages dropped because the consumer was ``max_buffered`` behind.
         self.dropped = 0
+        self._max_buffered = self.options.max_buffered
         self._ended = False
 
     # -- Listener protocol (called by the engine) -------------------------------------------------
 
     def message(self, message: Publish, ack: s.Ack | None) -> None:
-        """Engine message sink (internal)."""
-        self.emit("message", message, ack)
+        """Engine message sink (internal): per message, so no detour through emit()."""
+        messages = self._messages
+        if messages is None:
+            messages = self._messages = deque()
+        if ack is None and len(messages) >= self._max_buffered:
+            self._drop_qos0(len(messages))
+            return
+        messages.append((message, ack))
+        waiter = self._message_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _drop_qos0(self, waiting: int) -> None:
+        # QoS 0 and the consumer is max_buffered behind: drop it (QoS 1/2 wait, never
+        # acknowledged until consumed, so the broker holds the rest).
+        self.dropped += 1
+        if self.dropped % 10_000 == 1:
+            log.warning(
+                "dropping incoming QoS 0 messages: %d wait for the consumer (max_buffered); "
+                "%d dropped so far",
+                waiting,
+                self.dropped,
+            )
 
     def emit(self, name: str, *args: Any) -> None:
         """Engine event sink (internal)."""
         if name == "message":
-            messages = self._messages
-            if messages is None:
-                messages = self._messages = deque()
-            if args[1] is None and len(messages) >= self.options.max_buffered:
-                # QoS 0 and the consumer is this far behind: drop it (QoS 1/2 wait, never
-                # acknowledged until consumed, so the broker holds the rest).
-                self.dropped += 1
-                if self.dropped % 10_000 == 1:
-                    log.warning(
-                        "dropping incoming QoS 0 messages: %d wait for the consumer "
-                        "(max_buffered); %d dropped so far",
-                        len(messages),
-                        self.dropped,
-                    )
-                return
-            messages.append((args[0], args[1]))
-            self._wake_consumer()
+            self.message(args[0], args[1])
         elif name == "connect":
             waiter = self._connect_waiter
             if waiter is not None and not waiter.done():
