@@ -290,13 +290,6 @@ class Engine:
         self.session.acknowledge(ack, self.loop.time())
         self._after()
 
-    def acknowledge_many(self, acks: list[s.Ack]) -> None:
-        """Acknowledge several messages at once, in order."""
-        now = self.loop.time()
-        for ack in acks:
-            self.session.acknowledge(ack, now)
-        self._after()
-
     def flush(self, token: Token) -> None:
         """Resolve ``token`` once every operation issued so far has completed (QoS 0 written,
         QoS 1/2 acknowledged, SUBACK/UNSUBACK received)."""

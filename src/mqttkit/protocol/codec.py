@@ -65,7 +65,6 @@ __all__ = [
     "encode_publish",
     "encode_publish_parts",
     "encode_varint",
-    "first_byte_of",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -286,11 +285,6 @@ def _frame(first: int, body: bytes) -> bytes:
     if len(body) > MAX_REMAINING_LENGTH:
         raise ValueError(f"packet body of {len(body)} bytes exceeds the protocol maximum")
     return bytes([first]) + encode_varint(len(body)) + body
-
-
-def first_byte_of(qos: int, retain: bool, dup: bool) -> int:
-    """The first byte of a PUBLISH fixed header."""
-    return 0x30 | (dup << 3) | (qos << 1) | retain
 
 
 def encode_publish(

@@ -71,7 +71,6 @@ from .errors import (
     UnsubscribeError,
 )
 from .packets import (
-    MQTT_3_1,
     MQTT_3_1_1,
     MQTT_5,
     NO_PROPERTIES,
@@ -601,7 +600,6 @@ class _Entry:
 
     __slots__ = (
         "data",
-        "id_offset",
         "kind",
         "packet_id",
         "qos",
@@ -620,7 +618,6 @@ class _Entry:
         self.packet_id = 0
         self.state = _QUEUED
         self.data = b""
-        self.id_offset = -1
 
 
 def _publish_id_offset(data: bytes) -> int:
@@ -1792,6 +1789,3 @@ _HANDLERS: Final[dict[int, Any]] = {
     PacketType.DISCONNECT: ClientSession._on_disconnect,
     PacketType.AUTH: ClientSession._on_auth,
 }
-
-#: Protocol levels this session speaks.
-SUPPORTED_LEVELS: Final = (MQTT_3_1, MQTT_3_1_1, MQTT_5)
