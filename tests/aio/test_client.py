@@ -291,3 +291,28 @@ def test_flush_waits_for_every_outstanding_flow() -> None:
                 assert all(f.done() for f in futures)
 
         run(main())
+
+
+def test_a_burst_that_does_not_yield_streams_out_while_it_runs() -> None:
+    # A publishing loop that never awaits: once a whole batch (256 KB) is encoded it is written
+    # at once, so the broker is receiving while the loop is still running. Checked by reading
+    # from the broker while the event loop is still blocked in the loop: with writes deferred
+    # to the next loop iteration, nothing would have been sent yet.
+    with FakeBroker() as broker:
+        server, accepted = _serve_one(broker)
+
+        async def main() -> None:
+            async with Client(broker.url, reconnect_period=0) as client:
+                await asyncio.to_thread(server.join, 5)
+                conn = accepted[0]
+                payload = b"p" * 1000
+                for _i in range(300):  # about 300 KB: one whole batch and a bit
+                    client.publish("burst/t", payload)
+                first = conn.expect(Publish, timeout=5)  # blocks the loop: no write can follow
+                assert first.topic == "burst/t"
+                assert first.payload == payload
+                await client.flush()
+                for _ in range(299):
+                    await asyncio.to_thread(conn.expect, Publish)
+
+        run(main())

@@ -569,3 +569,20 @@ def test_a_burst_of_large_messages_leaves_in_bounded_batches() -> None:
     assert sum(batches) == 20 * (100_000 + 2 + 3 + 2 + 4)  # every message, once
     assert session.inflight == 20
     assert not session.wants_to_send
+
+
+def test_output_full_once_a_whole_batch_waits() -> None:
+    from mqttkit.protocol.session import OUT_LIMIT
+
+    c = Conversation(4)
+    c.handshake()
+    session = c.session
+    payload = b"q" * 10_000
+    for _ in range(25):  # 250 KB: short of a batch
+        session.publish(prepare_publish("t", payload, 0), c.now)
+    assert not session.output_full
+    session.publish(prepare_publish("t", payload, 0), c.now)
+    session.publish(prepare_publish("t", payload, 0), c.now)
+    assert session.output_full  # the driver should write now
+    assert len(session.data_to_send()) >= OUT_LIMIT
+    assert not session.output_full

@@ -514,6 +514,11 @@ class Engine:
 
     def _after(self) -> None:
         """After an operation: dispatch events and flush soon (coalescing many calls)."""
+        if self.session.output_full:
+            # A whole batch is ready in the middle of a burst of calls (a publishing loop that
+            # does not yield, or a large batch of commands): write it now, so that the burst
+            # streams out while the rest is encoded rather than all of it at the end.
+            self._flush()
         if self._batching:
             return  # _run_commands does it once for the whole batch
         self._process_events()

@@ -1238,6 +1238,13 @@ class ClientSession:
         self._pump(now)
 
     @property
+    def output_full(self) -> bool:
+        """True once a whole batch (about 256 KB) of messages waits in :meth:`data_to_send`:
+        a driver in the middle of a long burst of calls should write it now, so that the
+        burst streams out instead of leaving when it ends."""
+        return self._out_size >= OUT_LIMIT
+
+    @property
     def wants_to_send(self) -> bool:
         """True when queued work waits only for room in :meth:`data_to_send`'s output."""
         return bool(self._queue) and self._writable and self.state is State.CONNECTED
