@@ -500,9 +500,9 @@ def test_method_argument_errors_raise_connected_or_not(make_nodemcu) -> None:
 
     check_all()  # not connected: argument errors still raise, before "not connected"
     with FakeBroker() as broker:
+        rec = Recorder(m, ("connect",))  # before connect(): the event may come at once
         assert m.connect(broker.host, broker.port) is True
         broker.accept().handshake()
-        rec = Recorder(m, ("connect",))
         rec.wait_for("connect")
         check_all()
         assert m.connected

@@ -229,6 +229,9 @@ class _LoopHooks:
     def message(self, message: Publish, ack: Any) -> None:
         self._inner.message(message, ack)
 
+    def events_done(self) -> None:
+        self._inner.events_done()
+
     def stopped(self) -> None:
         self._conn.engine_stopped = True
         self._inner.stopped()

@@ -116,6 +116,9 @@ class Client:
             self._ended = True
             self._wake_consumer()
 
+    def events_done(self) -> None:
+        """End of a batch of engine events (internal): nothing to do, delivery is direct."""
+
     def stopped(self) -> None:
         """Engine stopped (internal)."""
         self._ended = True

@@ -70,6 +70,10 @@ class Listener(Protocol):
     def stopped(self) -> None:
         """The engine is idle: no event comes until it is started again."""
 
+    def events_done(self) -> None:
+        """The end of a batch of events (those of one read, timer or batch of commands): a
+        listener that hands events to another thread ships them now, once per batch."""
+
 
 class Token(Protocol):
     """Completion of one operation (publish, subscribe, unsubscribe, close)."""
@@ -623,6 +627,7 @@ class Engine:
                 emit("packetsend", event.packet)
             elif isinstance(event, s.PacketReceived):
                 emit("packetreceive", event.packet)
+        self.listener.events_done()
         if self._drain_waiters and not self.session.pending:
             self._drained()
 

@@ -244,6 +244,11 @@ class _LoopListener:
         self._ship()
         self._client._dispatcher.stop()
 
+    def events_done(self) -> None:
+        # Ship now rather than on the next loop iteration: one iteration fewer per read.
+        if self._batch:
+            self._ship()
+
     def _ship(self) -> None:
         self._scheduled = False
         batch = self._batch
