@@ -535,6 +535,16 @@ class PacketBuffer:
         while pos < size:
             # Decode the Remaining Length (section 2.1.4); at most four bytes [MQTT-1.5.5-1].
             i = pos + 1
+            if i < size and data[i] < 0x80 and limit >= 129:
+                # One byte (under 128): acknowledgements and small messages, the usual case.
+                start = i + 1
+                end = start + data[i]
+                if end > size:
+                    need = end - pos
+                    break
+                append((data[pos], data, start, end))
+                pos = end
+                continue
             remaining = 0
             shift = 0
             while True:
@@ -778,7 +788,27 @@ def decode_publish(first: int, data: bytes, start: int, end: int, level: int) ->
             pos = reader.pos
     if not topic and (level != MQTT_5 or props.topic_alias is None):
         raise MalformedPacketError("PUBLISH with an empty topic name [MQTT-4.7.3-1]")
-    return Publish(topic, data[pos:end], qos, bool(first & 0x01), dup, packet_id, props)
+    # Publish(...) built field by field through its slots: a frozen dataclass's __init__
+    # costs about twice as much, and this runs once per incoming message.
+    message: Publish = _new(Publish)
+    _set_topic(message, topic)
+    _set_payload(message, data[pos:end])
+    _set_qos(message, qos)
+    _set_retain(message, bool(first & 0x01))
+    _set_dup(message, dup)
+    _set_packet_id(message, packet_id)
+    _set_properties(message, props)
+    return message
+
+
+_new: Final = object.__new__
+_set_topic: Final[Callable[[Publish, str], None]] = vars(Publish)["topic"].__set__
+_set_payload: Final[Callable[[Publish, bytes], None]] = vars(Publish)["payload"].__set__
+_set_qos: Final[Callable[[Publish, int], None]] = vars(Publish)["qos"].__set__
+_set_retain: Final[Callable[[Publish, bool], None]] = vars(Publish)["retain"].__set__
+_set_dup: Final[Callable[[Publish, bool], None]] = vars(Publish)["dup"].__set__
+_set_packet_id: Final[Callable[[Publish, int | None], None]] = vars(Publish)["packet_id"].__set__
+_set_properties: Final[Callable[[Publish, Properties], None]] = vars(Publish)["properties"].__set__
 
 
 # Decoded topic names by their bytes: a subscriber sees the same few topics millions of times,
