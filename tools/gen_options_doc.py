@@ -38,6 +38,8 @@ def field_docs() -> list[tuple[str, str, str, str]]:
                     default = ast.unparse(kw.value)
                 elif kw.arg == "default_factory":
                     default = ast.unparse(kw.value) + "()"
+        if default == "private_store()":
+            default = "a MemoryStore of its own"  # records a message once sent (docs/stores.md)
         rows.append((node.target.id, ast.unparse(node.annotation), default, doc))
     return rows
 

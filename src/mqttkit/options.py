@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 from .protocol.errors import InvalidOptionError, UnknownOptionError
 from .protocol.packets import MQTT_3_1, MQTT_3_1_1, MQTT_5, NO_PROPERTIES, Properties, Will
 from .protocol.session import SessionConfig, normalize_payload
-from .protocol.store import MemoryStore, Store
+from .protocol.store import Store, private_store
 from .protocol.topics import validate_topic_name
 
 __all__ = ["DEFAULT_PORTS", "ClientOptions", "parse_options"]
@@ -99,9 +99,9 @@ class ClientOptions:
     (MQTT.js: ``rejectUnauthorized: false``)."""
     server_hostname: str | None = None
     """Host name checked against the certificate, if not ``host`` (MQTT.js: ``servername``)."""
-    incoming_store: Store = field(default_factory=MemoryStore)
+    incoming_store: Store = field(default_factory=private_store)
     """Store for incoming QoS 2 state (seed: ``incomingStore``)."""
-    outgoing_store: Store = field(default_factory=MemoryStore)
+    outgoing_store: Store = field(default_factory=private_store)
     """Store for outgoing QoS 1/2 messages (seed: ``outgoingStore``)."""
     max_inflight: int | None = None
     """Most outgoing QoS 1/2 messages awaiting acknowledgement. Default: 65,535, and with
@@ -418,7 +418,7 @@ def _validate(o: ClientOptions) -> ClientOptions:
     for name in ("incoming_store", "outgoing_store"):
         store = getattr(o, name)
         if store is None:
-            setattr(o, name, MemoryStore())
+            setattr(o, name, private_store())
         elif not all(
             callable(getattr(store, m, None)) for m in ("put", "get", "delete", "iterate", "close")
         ):

@@ -37,7 +37,8 @@ Invariants (a failure raises :class:`InvariantViolation`, an ``AssertionError``)
 6. Outgoing work is never lost: the operations the application started and that have not
    completed are exactly those in the session's books (queue, in flight, awaiting SUBACK /
    UNSUBACK); each completes once; ``pending`` only drops by completions.
-7. The stores match the books: outgoing store keys == unfinished QoS 1/2 PUBLISH (its value the
+7. The stores match the books: outgoing store keys == unfinished QoS 1/2 PUBLISH (those sent only,
+   with the session's private default store; its value the
    PUBLISH under the in-flight id, or the PUBREL once released); incoming store keys == QoS 2 ids
    acknowledged by the application and not yet released; packet ids are unique across flows.
 8. MQTT 5: nothing written exceeds the limits of the CONNACK accepted: Maximum Packet Size
@@ -132,6 +133,7 @@ from mqttkit.protocol.session import (
     prepare_subscribe,
     prepare_unsubscribe,
 )
+from mqttkit.protocol.store import MemoryStore, is_private
 from mqttkit.protocol.topics import validate_topic_name
 
 __all__ = [
@@ -358,7 +360,14 @@ class _Script:
     """A session plus a scripted broker, for building a start state (no checks here)."""
 
     def __init__(
-        self, level: int, *, clean: bool, window: int, max_packet: int, **extra: Any
+        self,
+        level: int,
+        *,
+        clean: bool,
+        window: int,
+        max_packet: int,
+        own_stores: bool = False,
+        **extra: Any,
     ) -> None:
         props = (
             Properties(topic_alias_maximum=4, receive_maximum=8)
@@ -366,6 +375,11 @@ class _Script:
             else NO_PROPERTIES
         )
         self.level = level
+        if own_stores:
+            # Stores the application passed in: queued messages are recorded too. Otherwise
+            # the session's private ones, which record a message once it is sent.
+            extra.setdefault("outgoing_store", MemoryStore())
+            extra.setdefault("incoming_store", MemoryStore())
         self.config = SessionConfig(
             client_id="fuzz",
             protocol_level=level,
@@ -448,7 +462,7 @@ class _Script:
 def build_start(level: int, start: str) -> _Start:
     """The session of ``start`` at protocol ``level``; its output and events are consumed."""
     if start == "connecting":
-        sc = _Script(level, clean=True, window=65_535, max_packet=4096)
+        sc = _Script(level, clean=True, window=65_535, max_packet=4096, own_stores=True)
         sc.subscribe()
         sc.publish(0)
         sc.publish(1, retain=True)
@@ -475,6 +489,7 @@ def build_start(level: int, start: str) -> _Start:
             max_queued=3,
             max_queued_bytes=40,
             queue_policy="drop_oldest",
+            own_stores=True,
         )
         sc.connect(session_present=False)
         sc.publish(1)
@@ -483,7 +498,8 @@ def build_start(level: int, start: str) -> _Start:
         sc.publish(0, b"m" * 20)
         sc.publish(1, b"m" * 8)
     elif start in ("reconnecting", "resumed", "restored"):
-        sc = _Script(level, clean=False, window=4, max_packet=4096)
+        # A restart needs stores that outlive the process: the application's own.
+        sc = _Script(level, clean=False, window=4, max_packet=4096, own_stores=start == "restored")
         sc.connect(session_present=False)
         sc.outgoing()
         sc.incoming()
@@ -1338,7 +1354,9 @@ class _Run:
             raise self._fail("the QoS 2 in-flight count is off")
         # Outgoing store == unfinished QoS 1/2 PUBLISH, each in its current wire form.
         stored = dict(s.config.outgoing_store.iterate())
-        expected = {e.seq for e in queue if e.kind == _PUBLISH and e.qos}
+        expected = set()
+        if not is_private(s.config.outgoing_store):  # a private store holds only what was sent
+            expected.update(e.seq for e in queue if e.kind == _PUBLISH and e.qos)
         expected.update(e.seq for e in inflight.values())
         if set(stored) != expected:
             raise self._fail(

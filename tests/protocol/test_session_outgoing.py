@@ -586,3 +586,41 @@ def test_output_full_once_a_whole_batch_waits() -> None:
     assert session.output_full  # the driver should write now
     assert len(session.data_to_send()) >= OUT_LIMIT
     assert not session.output_full
+
+
+def test_the_private_default_store_records_a_message_once_it_is_sent() -> None:
+    # The store a session makes for itself is read by nobody else: a queued message is not
+    # encoded into it while it waits, only once it is sent (under its packet id); after a lost
+    # connection it leaves the store again until it is resent. A store the application passes
+    # records queued messages as well (a restart must find them).
+    from mqttkit.protocol.store import MemoryStore, is_private
+
+    private = Conversation(4, max_inflight=1, clean_start=False)
+    own = Conversation(4, max_inflight=1, clean_start=False, outgoing_store=MemoryStore())
+    assert is_private(private.config.outgoing_store)
+    assert not is_private(own.config.outgoing_store)
+    for c in (private, own):
+        c.handshake()
+        c.publish("a", b"1", 1, token="a")
+        c.publish("b", b"2", 1, token="b")  # waits behind the window of 1
+    assert [k for k, _ in private.config.outgoing_store.iterate()] == [1]
+    assert [k for k, _ in own.config.outgoing_store.iterate()] == [1, 2]
+    for c in (private, own):
+        assert c.sent() == [Publish("a", b"1", 1, False, False, 1)]
+        c.send(PubAck(1))
+        assert c.sent() == [Publish("b", b"2", 1, False, False, 2)]
+        stored = dict(c.config.outgoing_store.iterate())
+        assert list(stored) == [2]
+        assert stored[2] == b"\x32\x06\x00\x01b\x00\x022"  # the PUBLISH under id 2
+        c.publish("c", b"3", 1, token="c")  # waits behind "b"
+        c.session.connection_lost(c.now)
+    assert [k for k, _ in private.config.outgoing_store.iterate()] == [2]
+    assert [k for k, _ in own.config.outgoing_store.iterate()] == [2, 3]
+    for c in (private, own):
+        # The broker lost the session: "b" is queued again and sent under a new id.
+        c.session.connection_made(c.now)
+        c.sent()
+        c.send(ConnAck(False, 0))
+        assert c.sent() == [Publish("b", b"2", 1, False, False, 3)]  # a new id, no DUP
+    assert [k for k, _ in private.config.outgoing_store.iterate()] == [2]
+    assert [k for k, _ in own.config.outgoing_store.iterate()] == [2, 3]

@@ -95,7 +95,7 @@ from .packets import (
     Unsubscribe,
     Will,
 )
-from .store import MemoryStore, Store
+from .store import Store, is_private, private_store
 from .topics import parse_shared, validate_topic_filter, validate_topic_name
 
 __all__ = [
@@ -577,9 +577,9 @@ class SessionConfig:
     (the oldest waiting message is dropped), ``drop_newest`` (the new one is)."""
     max_packet_size: int = codec.MAX_PACKET_SIZE
     """Largest incoming packet accepted (bytes); larger ones close the connection."""
-    outgoing_store: Store = field(default_factory=MemoryStore)
+    outgoing_store: Store = field(default_factory=private_store)
     """Holds outgoing QoS 1/2 messages until their flow completes."""
-    incoming_store: Store = field(default_factory=MemoryStore)
+    incoming_store: Store = field(default_factory=private_store)
     """Holds incoming QoS 2 packet ids between PUBREC and PUBREL."""
     trace_packets: bool = False
     """Emit PacketSent / PacketReceived events."""
@@ -661,6 +661,7 @@ class ClientSession:
         "_queued_bytes",
         "_receive_max",
         "_received_qos2",
+        "_record_queued",
         "_requests",
         "_retain_available",
         "_seq",
@@ -715,6 +716,9 @@ class ClientSession:
         self._warned_receive_max = False
         self._out_size = 0  # PUBLISH bytes in _out: above OUT_LIMIT, new ones wait in the queue
         self._queued_bytes = 0  # payload bytes of the PUBLISH entries in _queue
+        # A store someone else may read (the user's, a durable one) records queued messages
+        # too; the client's own in-memory one only what has been sent.
+        self._record_queued = not is_private(self.config.outgoing_store)
         self._restore()
 
     # -- inspection -----------------------------------------------------------------------------
@@ -947,7 +951,7 @@ class ClientSession:
             return
         if self._queue_full(len(request.payload)) and not self._make_room(entry):
             return  # dropped (policy drop_newest)
-        if request.qos:
+        if request.qos and self._record_queued:
             entry.data = self._encode_publish(request, 0, False)
             self.config.outgoing_store.put(entry.seq, entry.data)
         queue.append(entry)
@@ -1188,7 +1192,9 @@ class ClientSession:
             data = entry.data
             props = request.properties_bytes
             offset = len(data) - len(request.payload) - (len(props) if props else 0) - 2
-            data = b"".join((data[:offset], _U16.pack(packet_id), data[offset + 2 :]))
+            # One copy: the tail goes in through a view, not a slice (a second copy of a large
+            # payload).
+            data = b"".join((data[:offset], _U16.pack(packet_id), memoryview(data)[offset + 2 :]))
         else:
             data = self._encode_publish(request, packet_id, False)
         entry.data = data
@@ -1450,10 +1456,15 @@ class ClientSession:
                 continue
             entry.state = _QUEUED
             entry.packet_id = 0
-            # Stored again in its queued form (packet id 0, no DUP): a restart before it is
-            # sent must find it queued, not in flight under an identifier of the lost session.
-            entry.data = self._encode_publish(entry.request, 0, False)
-            self._store_put(entry.seq, entry.data)
+            if self._record_queued:
+                # Stored again in its queued form (packet id 0, no DUP): a restart before it is
+                # sent must find it queued, not in flight under an identifier of the lost
+                # session.
+                entry.data = self._encode_publish(entry.request, 0, False)
+                self._store_put(entry.seq, entry.data)
+            else:
+                entry.data = b""  # encoded again, with its new identifier, when sent
+                self.config.outgoing_store.delete(entry.seq)
             requeue.append(entry)
         self._inflight.clear()
         self._qos2_inflight = 0

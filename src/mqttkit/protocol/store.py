@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
-__all__ = ["MemoryStore", "Store"]
+__all__ = ["MemoryStore", "Store", "private_store"]
 
 
 @runtime_checkable
@@ -75,3 +75,21 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"<MemoryStore entries={len(self._data)}>"
+
+
+class _PrivateMemoryStore(MemoryStore):
+    """The store a client makes for itself when given none. Nothing outside the session reads
+    it, so the session records an outgoing message in it only once the message is sent, and
+    saves encoding a copy of each message while it waits in the queue."""
+
+    __slots__ = ()
+
+
+def private_store() -> MemoryStore:
+    """A new in-memory store that only its session uses (the default of the store options)."""
+    return _PrivateMemoryStore()
+
+
+def is_private(store: object) -> bool:
+    """True for a store made by :func:`private_store`."""
+    return type(store) is _PrivateMemoryStore
