@@ -493,21 +493,25 @@ class PacketBuffer:
             fixed header has arrived, before its body is buffered.
     """
 
-    __slots__ = ("_buf", "_need", "max_packet_size")
+    __slots__ = ("_held", "_need", "_parts", "max_packet_size")
 
     def __init__(self, max_packet_size: int = MAX_PACKET_SIZE) -> None:
-        self._buf = bytearray()
+        # The chunks of a partial frame, joined once it is whole: one copy of a large packet
+        # (growing a bytearray and converting it to bytes cost two).
+        self._parts: list[bytes | memoryview] = []
+        self._held = 0  # bytes in _parts
         # Bytes the buffered partial frame needs before it is whole (0: header incomplete).
         self._need = 0
         self.max_packet_size = max_packet_size
 
     def __len__(self) -> int:
         """Bytes held that do not yet form a whole packet."""
-        return len(self._buf)
+        return self._held
 
     def clear(self) -> None:
         """Forget any partial packet (the connection it came from is gone)."""
-        self._buf.clear()
+        self._parts = []
+        self._held = 0
         self._need = 0
 
     def feed(self, data: bytes) -> list[Frame]:
@@ -517,15 +521,17 @@ class PacketBuffer:
             MalformedPacketError: a Remaining Length longer than four bytes.
             ProtocolError: a packet larger than ``max_packet_size`` (reason 0x95).
         """
-        buf = self._buf
-        if buf:
-            buf += data
-            if len(buf) < self._need:
-                # Still short of the frame whose header we know: only append. Re-copying and
-                # re-parsing the whole buffer per chunk made a large packet cost quadratic time.
+        if self._held:
+            self._parts.append(data)
+            self._held += len(data)
+            if self._held < self._need:
+                # Still short of the frame whose header we know: only keep the chunk.
+                # Re-copying and re-parsing the whole buffer per chunk made a large packet cost
+                # quadratic time.
                 return []
-            data = bytes(buf)
-            buf.clear()
+            data = b"".join(self._parts)
+            self._parts = []
+            self._held = 0
         frames: list[Frame] = []
         append = frames.append
         pos = 0
@@ -575,7 +581,13 @@ class PacketBuffer:
             append((data[pos], data, start, end))
             pos = end
         if pos < size:
-            buf += data[pos:] if pos else data
+            # The start of a partial frame: a view of an immutable chunk (no copy), a copy of
+            # anything else (the caller may reuse its buffer).
+            if type(data) is bytes:
+                self._parts = [memoryview(data)[pos:] if pos else data]
+            else:
+                self._parts = [bytes(data[pos:])]
+            self._held = size - pos
         self._need = need
         return frames
 
