@@ -322,11 +322,6 @@ def _validate(o: ClientOptions) -> ClientOptions:
         raise InvalidOptionError(
             f"unsupported transport/protocol {o.transport!r}; use mqtt, mqtts, ws, wss or unix"
         )
-    if o.transport in ("ws", "wss"):
-        raise InvalidOptionError(
-            f"the {o.transport}:// transport is not available in this version; use mqtt:// "
-            "or mqtts://"
-        )
     if o.transport == "unix":
         if not o.path:
             raise InvalidOptionError("a unix transport needs path='/path/to/socket'")

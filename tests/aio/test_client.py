@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-from pathlib import Path
 
 import pytest
-import trustme
 
 import mqttkit
 from mqttkit.aio import Client
 from mqttkit.protocol.packets import Disconnect, PubAck, Publish
-from mqttkit.testing import MosquittoBroker, TLSFiles
+from mqttkit.testing import MosquittoBroker
 from tests.support.fake_broker import FakeBroker, FakeConnection
 
 
@@ -171,22 +169,6 @@ def test_operations_before_connect_raise() -> None:
             await client.publish("t", "x")
 
     run(main())
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, TLSFiles, Path]:
-    directory = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
-    server.private_key_pem.write_to_path(str(directory / "server.key"))
-    server.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
-    files = TLSFiles(
-        cafile=directory / "ca.pem",
-        certfile=directory / "server.pem",
-        keyfile=directory / "server.key",
-    )
-    return ca, files, directory
 
 
 def test_tls_verified_with_ca(mosquitto_factory, tls_files) -> None:

@@ -1,4 +1,4 @@
-"""Opening transports (TCP, TLS, Unix socket) and mapping OS errors to mqttkit errors.
+"""Opening transports (TCP, TLS, WebSocket, Unix socket) and mapping OS errors to mqttkit errors.
 
 This module owns everything that knows about sockets and ssl: building the TLS context from the
 options, opening the connection with asyncio, and the one place where OS / ssl exceptions become
@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..options import ClientOptions
+from ..options import DEFAULT_PORTS, ClientOptions
 from ..protocol.errors import (
     ConnectionLostError,
     HostNotFoundError,
@@ -26,6 +26,7 @@ from ..protocol.errors import (
     ServerNotFoundError,
     TLSError,
 )
+from .websocket import WebSocketAdapter
 
 __all__ = ["make_ssl_context", "map_connect_error", "map_lost_error", "open_transport"]
 
@@ -83,12 +84,35 @@ async def open_transport(
             server_hostname = None
             if ssl_context is not None:
                 server_hostname = options.server_hostname or options.host
+            factory = protocol_factory
+            if options.transport in ("ws", "wss"):
+                factory = _websocket_factory(options, protocol_factory)
             transport, protocol = await _connect_tcp(
-                loop, protocol_factory, options.host, options.port, ssl_context, server_hostname
+                loop, factory, options.host, options.port, ssl_context, server_hostname
             )
+            if isinstance(protocol, WebSocketAdapter):
+                try:
+                    await protocol.upgraded  # the HTTP Upgrade, before any MQTT byte
+                except BaseException:
+                    transport.abort()
+                    raise
+                assert protocol.transport is not None
+                return protocol.transport, protocol.inner
     except (OSError, ssl.SSLError) as exc:
         raise map_connect_error(exc, options) from exc
     return transport, protocol
+
+
+def _websocket_factory(
+    options: ClientOptions, protocol_factory: Callable[[], asyncio.Protocol]
+) -> Callable[[], asyncio.Protocol]:
+    host = options.host
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    if options.port != DEFAULT_PORTS[options.transport]:
+        host = f"{host}:{options.port}"
+    path = options.path or "/mqtt"
+    return lambda: WebSocketAdapter(protocol_factory(), host, path)
 
 
 async def _connect_tcp(

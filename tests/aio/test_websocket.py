@@ -1,0 +1,369 @@
+"""MQTT over WebSocket (``ws://``, ``wss://``): round trips through Mosquitto's WebSocket
+listeners from both fronts, and the framing rules against a scripted WebSocket server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trustme
+from hypothesis import given
+from hypothesis import strategies as st
+
+import mqttkit
+from mqttkit.aio import Client
+from mqttkit.aio.websocket import accept_key, mask
+from mqttkit.protocol.codec import PacketBuffer, decode_packet, encode_packet
+from mqttkit.protocol.packets import MQTT_3_1_1, ConnAck, Connect, Publish
+from mqttkit.testing import MosquittoBroker, TLSFiles
+
+TIMEOUT = 5.0
+
+
+def run(coro, timeout: float = 20.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+# -- the pieces ---------------------------------------------------------------------------------
+
+
+def test_accept_key_is_the_rfc_example() -> None:
+    # RFC 6455 section 1.3.
+    assert accept_key(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+@given(st.binary(max_size=300), st.binary(min_size=4, max_size=4))
+def test_mask_is_the_bytewise_xor(data: bytes, key: bytes) -> None:
+    expected = bytes(b ^ key[i % 4] for i, b in enumerate(data))
+    assert mask(data, key) == expected
+    assert mask(mask(data, key), key) == data
+
+
+def test_ws_urls_parse_with_their_default_ports_and_path() -> None:
+    options = mqttkit.Client(url="ws://broker.example").options
+    assert (options.transport, options.port, options.path) == ("ws", 80, None)
+    options = mqttkit.Client(url="wss://broker.example:8443/custom/mqtt").options
+    assert (options.transport, options.port, options.path) == ("wss", 8443, "/custom/mqtt")
+
+
+# -- through Mosquitto ------------------------------------------------------------------------
+
+
+def test_round_trip_over_ws_at_each_qos(mosquitto_factory: Callable[..., MosquittoBroker]) -> None:
+    broker = mosquitto_factory(websockets=True)
+
+    async def main() -> None:
+        async with Client(broker.ws_url + "/mqtt") as client:
+            await client.subscribe("ws/#", qos=2)
+            big = bytes(range(256)) * 800  # 200 KB: many frames, and a 64-bit length
+            for qos in (0, 1, 2):
+                await client.publish(f"ws/{qos}", b"m%d" % qos, qos=qos)
+            await client.publish("ws/big", big, qos=1)
+            got = {}
+            async for message in client.messages():
+                got[message.topic] = (message.payload, message.qos)
+                if len(got) == 4:
+                    break
+            assert got == {
+                "ws/0": (b"m0", 0),
+                "ws/1": (b"m1", 1),
+                "ws/2": (b"m2", 2),
+                "ws/big": (big, 1),
+            }
+
+    run(main())
+
+
+def test_seed_api_over_ws(mosquitto_factory: Callable[..., MosquittoBroker]) -> None:
+    broker = mosquitto_factory(websockets=True)
+    client = mqttkit.connect(broker.ws_url, keepalive=10)
+    got = []
+    done = threading.Event()
+    try:
+        client.on("connect", lambda connack: client.subscribe("seed/ws", qos=1))
+        client.subscribe("seed/ws", qos=1).result(TIMEOUT)
+        client.on("message", lambda topic, message: (got.append((topic, message)), done.set()))
+        client.publish("seed/ws", "Hello mqtt", qos=1).result(TIMEOUT)
+        assert done.wait(TIMEOUT)
+        assert got[0] == ("seed/ws", b"Hello mqtt")
+    finally:
+        client.close().wait(TIMEOUT)
+
+
+def test_round_trip_over_wss_verified(
+    mosquitto_factory: Callable[..., MosquittoBroker],
+    tls_files: tuple[trustme.CA, TLSFiles, Path],
+) -> None:
+    _, files, _ = tls_files
+    broker = mosquitto_factory(websockets=True, tls=files)
+
+    async def main() -> None:
+        async with Client(broker.wss_url, cafile=str(files.cafile)) as client:
+            await client.subscribe("wss/t")
+            await client.publish("wss/t", "secret", qos=1)
+            async for message in client.messages():
+                assert message.payload == b"secret"
+                break
+        # Without the test CA the certificate is not trusted: a TLS error, not a hang.
+        with pytest.raises(mqttkit.TLSError):
+            await Client(broker.wss_url, reconnect_period=0, connect_timeout=5).connect()
+
+    run(main())
+
+
+# -- against a scripted WebSocket server ----------------------------------------------------------
+
+
+class WSServer:
+    """One connection's server side of RFC 6455, on a thread of the test (blocking sockets)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(TIMEOUT)
+        self.port = self.listener.getsockname()[1]
+        self.conn: socket.socket | None = None
+        self.buf = b""
+
+    def accept(self) -> dict[str, str]:
+        """Accept and read the HTTP request; returns its headers (lower-case names)."""
+        self.conn, _ = self.listener.accept()
+        self.conn.settimeout(TIMEOUT)
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self._recv()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {"request-line": lines[0]}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return headers
+
+    def answer(self, headers: dict[str, str], *, accept: bytes | None = None) -> None:
+        key = headers["sec-websocket-key"].encode()
+        self.send_raw(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + (accept or accept_key(key)) + b"\r\n"
+            b"Sec-WebSocket-Protocol: mqtt\r\n\r\n"
+        )
+
+    def send_raw(self, data: bytes) -> None:
+        assert self.conn is not None
+        self.conn.sendall(data)
+
+    def send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
+        n = len(payload)
+        first = (0x80 if fin else 0) | opcode
+        if n < 126:
+            head = struct.pack("!BB", first, n)
+        elif n < 65536:
+            head = struct.pack("!BBH", first, 126, n)
+        else:
+            head = struct.pack("!BBQ", first, 127, n)
+        self.send_raw(head + payload)
+
+    def read_frame(self) -> tuple[int, bytes]:
+        """The next client frame (opcode, unmasked payload); asserts it is masked and final."""
+        while len(self.buf) < 2:
+            self.buf += self._recv()
+        b0, b1 = self.buf[0], self.buf[1]
+        assert b1 & 0x80, "client frames must be masked"
+        assert b0 & 0x80, "mqttkit sends final frames"
+        n, pos = b1 & 0x7F, 2
+        if n == 126:
+            while len(self.buf) < 4:
+                self.buf += self._recv()
+            n, pos = struct.unpack_from("!H", self.buf, 2)[0], 4
+        elif n == 127:
+            while len(self.buf) < 10:
+                self.buf += self._recv()
+            n, pos = struct.unpack_from("!Q", self.buf, 2)[0], 10
+        while len(self.buf) < pos + 4 + n:
+            self.buf += self._recv()
+        key = self.buf[pos : pos + 4]
+        payload = mask(self.buf[pos + 4 : pos + 4 + n], key)
+        self.buf = self.buf[pos + 4 + n :]
+        return b0 & 0x0F, payload
+
+    def read_mqtt(self) -> object:
+        """The next MQTT packet the client sent (it may span frames)."""
+        packets = PacketBuffer()
+        for _ in range(100):
+            opcode, payload = self.read_frame()
+            assert opcode == 0x2, f"MQTT travels in binary frames, got opcode {opcode}"
+            frames = packets.feed(payload)
+            if frames:
+                return decode_packet(*frames[0], MQTT_3_1_1)
+        raise AssertionError("no whole MQTT packet in 100 frames")
+
+    def _recv(self) -> bytes:
+        assert self.conn is not None
+        chunk = self.conn.recv(65536)
+        if not chunk:
+            raise EOFError("the client closed the connection")
+        return chunk
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
+
+
+def serve(
+    script: Callable[[WSServer], None],
+) -> tuple[WSServer, threading.Thread, list[BaseException]]:
+    server = WSServer()
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            script(server)
+        except BaseException as exc:  # reported by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    return server, thread, errors
+
+
+def finish(server: WSServer, thread: threading.Thread, errors: list[BaseException]) -> None:
+    thread.join(TIMEOUT)
+    server.close()
+    assert not thread.is_alive(), "the scripted server did not finish"
+    if errors:
+        raise errors[0]
+
+
+def test_handshake_request_and_fragmented_frames_and_ping() -> None:
+    seen: dict[str, object] = {}
+
+    def script(server: WSServer) -> None:
+        headers = server.accept()
+        seen["headers"] = headers
+        server.answer(headers)
+        connect = server.read_mqtt()
+        assert isinstance(connect, Connect)
+        server.send_frame(0x9, b"are you there")  # ping before anything else
+        seen["pong"] = server.read_frame()
+        connack = encode_packet(ConnAck(False, 0), MQTT_3_1_1)
+        message = encode_packet(Publish("frag/t", b"x" * 300, 0), MQTT_3_1_1)
+        stream = connack + message
+        # One MQTT stream cut across a fragmented binary message: first, continuation, final.
+        server.send_frame(0x2, stream[:3], fin=False)
+        server.send_frame(0x0, stream[3:100], fin=False)
+        server.send_frame(0x0, stream[100:], fin=True)
+        seen["publish"] = server.read_mqtt()
+
+    server, thread, errors = serve(script)
+
+    async def main() -> None:
+        url = f"ws://127.0.0.1:{server.port}/some/path?x=1"
+        async with Client(url, reconnect_period=0, client_id="ws-frag") as client:
+            async for message in client.messages():
+                assert (message.topic, message.payload) == ("frag/t", b"x" * 300)
+                break
+            await client.publish("back/t", b"y" * 70_000)  # a frame with a 64-bit length
+
+    run(main())
+    finish(server, thread, errors)
+    headers = seen["headers"]
+    assert isinstance(headers, dict)
+    assert headers["request-line"] == "GET /some/path?x=1 HTTP/1.1"
+    assert headers["host"] == f"127.0.0.1:{server.port}"
+    assert headers["upgrade"].lower() == "websocket"
+    assert headers["sec-websocket-version"] == "13"
+    assert headers["sec-websocket-protocol"] == "mqtt"
+    assert len(base64.b64decode(headers["sec-websocket-key"])) == 16
+    assert seen["pong"] == (0xA, b"are you there")
+    assert seen["publish"] == Publish("back/t", b"y" * 70_000, 0)
+
+
+@pytest.mark.parametrize(
+    ("response", "match"),
+    [
+        (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", "refused the WebSocket upgrade"),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: bm90IHRoZSByaWdodCBrZXk=\r\n\r\n",
+            "Sec-WebSocket-Accept does not match",
+        ),
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "did not answer with HTTP"),
+    ],
+)
+def test_a_failed_handshake_is_a_clear_error(response: bytes, match: str) -> None:
+    def script(server: WSServer) -> None:
+        server.accept()
+        server.send_raw(response)
+        try:
+            server._recv()  # the client closes; nothing MQTT arrives
+        except EOFError:
+            return
+        raise AssertionError("the client sent data after a failed handshake")
+
+    server, thread, errors = serve(script)
+
+    async def main() -> None:
+        client = Client(f"ws://127.0.0.1:{server.port}", reconnect_period=0, connect_timeout=5)
+        with pytest.raises(mqttkit.MQTTConnectionError, match=match):
+            await client.connect()
+
+    run(main())
+    finish(server, thread, errors)
+
+
+def test_a_text_frame_is_a_protocol_error_that_closes_the_connection() -> None:
+    def script(server: WSServer) -> None:
+        headers = server.accept()
+        server.answer(headers)
+        server.read_mqtt()
+        server.send_frame(0x2, encode_packet(ConnAck(False, 0), MQTT_3_1_1))
+        server.send_frame(0x1, b"not binary")
+        opcode, payload = server.read_frame()
+        assert opcode == 0x8  # close, with code 1002 (protocol error)
+        assert struct.unpack("!H", payload[:2])[0] == 1002
+
+    server, thread, errors = serve(script)
+    client = mqttkit.Client(url=f"ws://127.0.0.1:{server.port}", reconnect_period=0)
+    errors_seen: list[BaseException] = []
+    closed = threading.Event()
+    client.on("error", errors_seen.append)
+    client.on("close", closed.set)
+    client.connect()
+    try:
+        assert closed.wait(TIMEOUT)
+        finish(server, thread, errors)
+        assert [type(e) for e in errors_seen] == [mqttkit.ProtocolError]
+        assert "binary frames" in str(errors_seen[0])
+    finally:
+        client.close(force=True).wait(TIMEOUT)
+
+
+def test_a_close_frame_from_the_server_is_answered_and_ends_the_connection() -> None:
+    def script(server: WSServer) -> None:
+        headers = server.accept()
+        server.answer(headers)
+        server.read_mqtt()
+        server.send_frame(0x2, encode_packet(ConnAck(False, 0), MQTT_3_1_1))
+        server.send_frame(0x8, struct.pack("!H", 1001) + b"going away")
+        opcode, payload = server.read_frame()
+        assert opcode == 0x8
+        assert struct.unpack("!H", payload[:2])[0] == 1001  # the server's code, echoed
+
+    server, thread, errors = serve(script)
+    client = mqttkit.Client(url=f"ws://127.0.0.1:{server.port}", reconnect_period=0)
+    errors_seen: list[BaseException] = []
+    closed = threading.Event()
+    client.on("error", errors_seen.append)
+    client.on("close", closed.set)
+    client.connect()
+    try:
+        assert closed.wait(TIMEOUT)
+        finish(server, thread, errors)
+        assert any("code 1001" in str(e) and "going away" in str(e) for e in errors_seen)
+    finally:
+        client.close(force=True).wait(TIMEOUT)
