@@ -45,6 +45,14 @@ def test_mask_is_the_bytewise_xor(data: bytes, key: bytes) -> None:
     assert mask(mask(data, key), key) == data
 
 
+@pytest.mark.parametrize("size", [16_383, 16_384, 16_385, 32_768, 40_001, 1_000_003])
+def test_mask_of_large_payloads_in_pieces(size: int) -> None:
+    data = bytes(i * 7 % 251 for i in range(size))
+    key = b"\x9a\x01\xff\x42"
+    expected = bytes(b ^ key[i % 4] for i, b in enumerate(data))
+    assert mask(data, key) == expected
+
+
 def test_ws_urls_parse_with_their_default_ports_and_path() -> None:
     options = mqttkit.Client(url="ws://broker.example").options
     assert (options.transport, options.port, options.path) == ("ws", 80, None)
