@@ -247,6 +247,24 @@ def finish(server: WSServer, thread: threading.Thread, errors: list[BaseExceptio
         raise errors[0]
 
 
+def errors_until_closed(script: Callable[[WSServer], None]) -> list[BaseException]:
+    """Run a blocking client (no reconnect) against ``script`` until the connection closes;
+    the errors it reported."""
+    server, thread, errors = serve(script)
+    client = mqttkit.Client(url=f"ws://127.0.0.1:{server.port}", reconnect_period=0)
+    errors_seen: list[BaseException] = []
+    closed = threading.Event()
+    client.on("error", errors_seen.append)
+    client.on("close", closed.set)
+    client.connect()
+    try:
+        assert closed.wait(TIMEOUT)
+        finish(server, thread, errors)
+    finally:
+        client.close(force=True).wait(TIMEOUT)
+    return errors_seen
+
+
 def test_handshake_request_and_fragmented_frames_and_ping() -> None:
     seen: dict[str, object] = {}
 
@@ -335,20 +353,9 @@ def test_a_text_frame_is_a_protocol_error_that_closes_the_connection() -> None:
         assert opcode == 0x8  # close, with code 1002 (protocol error)
         assert struct.unpack("!H", payload[:2])[0] == 1002
 
-    server, thread, errors = serve(script)
-    client = mqttkit.Client(url=f"ws://127.0.0.1:{server.port}", reconnect_period=0)
-    errors_seen: list[BaseException] = []
-    closed = threading.Event()
-    client.on("error", errors_seen.append)
-    client.on("close", closed.set)
-    client.connect()
-    try:
-        assert closed.wait(TIMEOUT)
-        finish(server, thread, errors)
-        assert [type(e) for e in errors_seen] == [mqttkit.ProtocolError]
-        assert "binary frames" in str(errors_seen[0])
-    finally:
-        client.close(force=True).wait(TIMEOUT)
+    errors_seen = errors_until_closed(script)
+    assert [type(e) for e in errors_seen] == [mqttkit.ProtocolError]
+    assert "binary frames" in str(errors_seen[0])
 
 
 def test_a_close_frame_from_the_server_is_answered_and_ends_the_connection() -> None:
@@ -362,16 +369,5 @@ def test_a_close_frame_from_the_server_is_answered_and_ends_the_connection() -> 
         assert opcode == 0x8
         assert struct.unpack("!H", payload[:2])[0] == 1001  # the server's code, echoed
 
-    server, thread, errors = serve(script)
-    client = mqttkit.Client(url=f"ws://127.0.0.1:{server.port}", reconnect_period=0)
-    errors_seen: list[BaseException] = []
-    closed = threading.Event()
-    client.on("error", errors_seen.append)
-    client.on("close", closed.set)
-    client.connect()
-    try:
-        assert closed.wait(TIMEOUT)
-        finish(server, thread, errors)
-        assert any("code 1001" in str(e) and "going away" in str(e) for e in errors_seen)
-    finally:
-        client.close(force=True).wait(TIMEOUT)
+    errors_seen = errors_until_closed(script)
+    assert any("code 1001" in str(e) and "going away" in str(e) for e in errors_seen)
