@@ -298,3 +298,33 @@ def test_a_burst_that_does_not_yield_streams_out_while_it_runs() -> None:
                     await asyncio.to_thread(conn.expect, Publish)
 
         run(main())
+
+
+def test_subscription_identifier_survives_a_broker_that_lost_the_session(
+    mosquitto_factory,
+) -> None:
+    # MQTT 5 against a Mosquitto restarted without persistence: the client subscribes again
+    # with the Subscription Identifier it used, so messages still carry it.
+    broker = mosquitto_factory()
+
+    async def main() -> None:
+        async with Client(broker.url, protocol_version=5, reconnect_period=0.05) as client:
+            sid = mqttkit.Properties(subscription_identifier=(7,))
+            await client.subscribe("sid/t", qos=1, properties=sid)
+            messages = client.messages()
+            await client.publish("sid/t", b"before", qos=1)
+            first = await asyncio.wait_for(anext(messages), 5)
+            assert first.properties.subscription_identifier == (7,)
+            await asyncio.to_thread(broker.restart)
+            for _ in range(200):  # bounded: 10 s
+                if client.connected:
+                    break
+                await asyncio.sleep(0.05)
+            assert client.connected
+            await client.publish("sid/t", b"after", qos=1)
+            second = await asyncio.wait_for(anext(messages), 5)
+            assert second.payload == b"after"
+            assert second.properties.subscription_identifier == (7,)
+            await messages.aclose()
+
+    run(main())

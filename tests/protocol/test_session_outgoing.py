@@ -624,3 +624,38 @@ def test_the_private_default_store_records_a_message_once_it_is_sent() -> None:
         assert c.sent() == [Publish("b", b"2", 1, False, False, 3)]  # a new id, no DUP
     assert [k for k, _ in private.config.outgoing_store.iterate()] == [2]
     assert [k for k, _ in own.config.outgoing_store.iterate()] == [2, 3]
+
+
+def test_a_lost_session_restores_subscriptions_with_their_properties() -> None:
+    # MQTT 5: a filter subscribed with a Subscription Identifier (or user properties) is
+    # subscribed again with them, or the broker's messages would come back without the
+    # identifier the application dispatches on. One SUBSCRIBE per distinct set of properties.
+    from mqttkit.protocol.session import prepare_subscribe
+
+    c = Conversation(5, clean_start=False)
+    c.handshake()
+    seven = Properties(subscription_identifier=(7,))
+    nine = Properties(subscription_identifier=(9,), user_property=(("k", "v"),))
+    session = c.session
+    session.subscribe(prepare_subscribe((Subscription("a/#", 1),), seven, 5), c.now, "a")
+    session.subscribe(prepare_subscribe((Subscription("plain", 0),), None, 5), c.now, "p")
+    session.subscribe(prepare_subscribe((Subscription("b", 2),), nine, 5), c.now, "b")
+    session.subscribe(prepare_subscribe((Subscription("a2", 1),), seven, 5), c.now, "a2")
+    session.subscribe(prepare_subscribe((Subscription("gone", 1),), nine, 5), c.now, "g")
+    for packet_id in (1, 2, 3, 4, 5):
+        c.send(SubAck(packet_id, (1,)))
+    c.unsubscribe("gone")
+    c.send(UnsubAck(6, (0,)))
+    # "plain" subscribed again without properties drops the ones it never had; "b" again with
+    # other properties keeps the newest.
+    session.subscribe(prepare_subscribe((Subscription("b", 2),), seven, 5), c.now, "b2")
+    c.send(SubAck(7, (2,)))
+    c.events()
+    assert c.reconnect(session_present=False) == [
+        Subscribe(8, (Subscription("a/#", 1), Subscription("b", 2), Subscription("a2", 1)), seven),
+        Subscribe(9, (Subscription("plain", 0),)),
+    ]
+    c.send(SubAck(8, (1, 2, 1)))
+    c.send(SubAck(9, (0,)))
+    # A broker that kept the session needs nothing again.
+    assert c.reconnect(session_present=True) == []

@@ -665,6 +665,7 @@ class ClientSession:
         "_requests",
         "_retain_available",
         "_seq",
+        "_sub_properties",
         "_warned_receive_max",
         "_window",
         "_window_qos2",
@@ -683,6 +684,8 @@ class ClientSession:
         self.error: MQTTError | None = None
         #: Filters subscribed (from SUBACK), restored when the broker lost the session.
         self.subscriptions: dict[str, Subscription] = {}
+        # The SUBSCRIBE properties of filters subscribed with some (restored with them).
+        self._sub_properties: dict[str, Properties] = {}
         #: The last CONNACK accepted.
         self.connack: ConnAck | None = None
         self._out: list[bytes] = []
@@ -1476,11 +1479,22 @@ class ClientSession:
         self._queue.extendleft(reversed(requeue))
         self._queued_bytes += sum(len(e.request.payload) for e in requeue if e.kind == _PUBLISH)
         if self.subscriptions:
-            subs = tuple(self.subscriptions.values())
             # Subscribe before anything else so nothing published to us in between is missed.
-            self._seq += 1
-            entry = _Entry(_SUBSCRIBE, self._seq, 0, SubscribeRequest(subs), None)
-            self._queue.appendleft(entry)
+            # Filters subscribed with properties (MQTT 5: a Subscription Identifier, user
+            # properties) are restored with them, one SUBSCRIBE per distinct set.
+            groups: list[tuple[Properties, list[Subscription]]] = []
+            for topic_filter, sub in self.subscriptions.items():
+                props = self._sub_properties.get(topic_filter, NO_PROPERTIES)
+                for known, members in groups:
+                    if known == props:
+                        members.append(sub)
+                        break
+                else:
+                    groups.append((props, [sub]))
+            for props, members in reversed(groups):
+                self._seq += 1
+                request = SubscribeRequest(tuple(members), props)
+                self._queue.appendleft(_Entry(_SUBSCRIBE, self._seq, 0, request, None))
         del now
 
     def _on_publish(self, packet: Publish, now: float) -> None:
@@ -1650,9 +1664,14 @@ class ClientSession:
                 f"SUBACK has {len(packet.reason_codes)} return codes for {len(subs)} filters"
             )
         del self._requests[packet.packet_id]
+        props: Properties = entry.request.properties
         for sub, code in zip(subs, packet.reason_codes, strict=True):
             if code < 0x80:
                 self.subscriptions[sub.topic_filter] = sub
+                if props:
+                    self._sub_properties[sub.topic_filter] = props
+                else:
+                    self._sub_properties.pop(sub.topic_filter, None)
         error = None
         if all(code >= 0x80 for code in packet.reason_codes):
             error = SubscribeError("the broker refused the subscription", packet.reason_codes[0])
@@ -1674,6 +1693,7 @@ class ClientSession:
         for i, topic_filter in enumerate(filters):
             if not codes or codes[i] < 0x80:
                 self.subscriptions.pop(topic_filter, None)
+                self._sub_properties.pop(topic_filter, None)
         error = None
         if codes and all(code >= 0x80 for code in codes):
             error = UnsubscribeError("the broker refused to unsubscribe", codes[0])
