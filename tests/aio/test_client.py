@@ -328,3 +328,31 @@ def test_subscription_identifier_survives_a_broker_that_lost_the_session(
             await messages.aclose()
 
     run(main())
+
+
+def test_topic_alias_publishing_survives_a_reconnect(mosquitto_factory) -> None:
+    # MQTT 5 against Mosquitto: messages by Topic Alias arrive under their topic, also after
+    # the broker restarted (a new connection, where the alias must be set again first).
+    broker = mosquitto_factory()
+
+    async def main() -> None:
+        async with Client(broker.url, protocol_version=5, reconnect_period=0.05) as client:
+            alias = mqttkit.Properties(topic_alias=1)
+            await client.subscribe("alias/t", qos=1)
+            messages = client.messages()
+            await client.publish("alias/t", b"1", qos=1, properties=alias)
+            await client.publish("", b"2", qos=1, properties=alias)
+            got = [await asyncio.wait_for(anext(messages), 5) for _ in range(2)]
+            assert [(m.topic, m.payload) for m in got] == [("alias/t", b"1"), ("alias/t", b"2")]
+            await asyncio.to_thread(broker.restart)
+            for _ in range(200):  # bounded: 10 s
+                if client.connected:
+                    break
+                await asyncio.sleep(0.05)
+            assert client.connected
+            await client.publish("", b"3", qos=1, properties=alias)
+            third = await asyncio.wait_for(anext(messages), 5)
+            assert (third.topic, third.payload) == ("alias/t", b"3")
+            await messages.aclose()
+
+    run(main())

@@ -11,7 +11,13 @@ from collections.abc import Sequence
 
 import pytest
 
-from mqttkit.protocol.errors import PublishError, ReasonCode, SubscribeError, UnsubscribeError
+from mqttkit.protocol.errors import (
+    InvalidArgumentError,
+    PublishError,
+    ReasonCode,
+    SubscribeError,
+    UnsubscribeError,
+)
 from mqttkit.protocol.packets import (
     ConnAck,
     Properties,
@@ -659,3 +665,85 @@ def test_a_lost_session_restores_subscriptions_with_their_properties() -> None:
     c.send(SubAck(9, (0,)))
     # A broker that kept the session needs nothing again.
     assert c.reconnect(session_present=True) == []
+
+
+# -- outgoing Topic Aliases (MQTT 5) ------------------------------------------------------------
+
+ALIAS_MAX = Properties(topic_alias_maximum=5)
+
+
+def aliased(n: int) -> Properties:
+    return Properties(topic_alias=n)
+
+
+def test_an_alias_goes_without_its_topic_once_set_on_the_connection() -> None:
+    c = Conversation(5)
+    c.handshake(properties=ALIAS_MAX)
+    c.publish("long/topic/name", b"1", properties=aliased(1))
+    c.publish("", b"2", properties=aliased(1))
+    c.publish("", b"3", 1, properties=aliased(1), token="q1")
+    assert c.sent() == [
+        Publish("long/topic/name", b"1", properties=aliased(1)),
+        Publish("", b"2", properties=aliased(1)),
+        Publish("", b"3", 1, packet_id=1, properties=aliased(1)),
+    ]
+    # The store keeps the message with its topic: a resend elsewhere must carry it.
+    (stored,) = [v for _, v in c.config.outgoing_store.iterate()]
+    assert b"long/topic/name" in stored
+
+
+def test_an_alias_without_a_topic_yet_is_refused() -> None:
+    c = Conversation(5)
+    c.handshake(properties=ALIAS_MAX)
+    with pytest.raises(InvalidArgumentError, match="topic alias 2 has no topic yet"):
+        c.publish("", b"x", properties=aliased(2))
+    assert c.sent() == []
+
+
+def test_aliases_are_set_again_on_each_new_connection() -> None:
+    # Mappings never carry over to another connection: after a reconnect an in-flight message
+    # is resent with its topic (which sets the alias again), and otherwise the first message
+    # by alias carries its topic.
+    c = Conversation(5, clean_start=False)
+    c.handshake(properties=ALIAS_MAX)
+    c.publish("t/a", b"1", properties=aliased(1))
+    c.publish("", b"2", 1, properties=aliased(1), token="q1")
+    assert c.sent()[1] == Publish("", b"2", 1, packet_id=1, properties=aliased(1))
+    c.lose()
+    c.connect()
+    c.send(ConnAck(True, 0, ALIAS_MAX))
+    c.publish("", b"3", properties=aliased(1))
+    assert c.sent() == [
+        Publish("t/a", b"2", 1, dup=True, packet_id=1, properties=aliased(1)),
+        Publish("", b"3", properties=aliased(1)),
+    ]
+    c.send(PubAck(1))
+    c.lose()
+    c.connect()
+    c.send(ConnAck(True, 0, ALIAS_MAX))
+    c.publish("", b"4", properties=aliased(1))
+    c.publish("", b"5", properties=aliased(1))
+    assert c.sent() == [
+        Publish("t/a", b"4", properties=aliased(1)),
+        Publish("", b"5", properties=aliased(1)),
+    ]
+
+
+def test_a_remapped_alias_keeps_each_message_on_its_own_topic() -> None:
+    # Messages queued behind the window resolve their alias when published, not when sent.
+    c = Conversation(5, max_inflight=1)
+    c.handshake(properties=ALIAS_MAX)
+    c.publish("one", b"1", 1, properties=aliased(1), token="a")
+    c.publish("", b"2", 1, properties=aliased(1), token="b")
+    c.publish("two", b"3", 1, properties=aliased(1), token="c")
+    c.publish("", b"4", 1, properties=aliased(1), token="d")
+    sent = c.sent()
+    for packet_id in (1, 2, 3, 4):
+        c.send(PubAck(packet_id))
+        sent += c.sent()
+    assert sent == [
+        Publish("one", b"1", 1, packet_id=1, properties=aliased(1)),
+        Publish("", b"2", 1, packet_id=2, properties=aliased(1)),
+        Publish("two", b"3", 1, packet_id=3, properties=aliased(1)),
+        Publish("", b"4", 1, packet_id=4, properties=aliased(1)),
+    ]

@@ -128,6 +128,7 @@ __all__ = [
 log = logging.getLogger("mqttkit")
 
 _U16 = struct.Struct("!H")
+_EMPTY_TOPIC_FIELD: Final = b"\x00\x00"  # a zero-length topic name (a PUBLISH by Topic Alias)
 
 #: PUBLISH bytes the session lets pile up in :meth:`ClientSession.data_to_send`'s output before
 #: it keeps further messages in its queue: the driver writes, then calls ``pump()``. This bounds
@@ -320,6 +321,7 @@ class PublishRequest:
     """
 
     __slots__ = (
+        "alias_only",
         "first",
         "payload",
         "properties",
@@ -350,6 +352,9 @@ class PublishRequest:
         self.properties_bytes = properties_bytes
         self.first = 0x30 | (qos << 1) | (1 if retain else 0)
         self.topic_field = _U16.pack(len(topic_bytes)) + topic_bytes
+        #: Published with an empty topic and a Topic Alias, resolved by the session to the
+        #: alias's topic: sent without the topic where the alias is set on the connection.
+        self.alias_only = False
 
     def _key(self) -> tuple[Any, ...]:
         return (self.topic, self.payload, self.qos, self.retain, self.properties)
@@ -641,6 +646,7 @@ class ClientSession:
         "_ack_by_id",
         "_acks",
         "_alias_max",
+        "_alias_topics",
         "_aliases",
         "_buffer",
         "_events",
@@ -654,6 +660,7 @@ class ClientSession:
         "_max_qos",
         "_next_id",
         "_out",
+        "_out_aliases",
         "_out_size",
         "_ping_sent",
         "_qos2_inflight",
@@ -711,6 +718,10 @@ class ClientSession:
         self._keepalive = float(self.config.keepalive)
         self._aliases: dict[int, str] = {}
         self._alias_max = 0
+        # Outgoing Topic Aliases: the topic the application last gave each one, and those set
+        # on the current connection.
+        self._alias_topics: dict[int, str] = {}
+        self._out_aliases: dict[int, str] = {}
         self._receive_max = 65_535
         self._last_sent = 0.0
         self._last_received = 0.0
@@ -923,6 +934,8 @@ class ClientSession:
             raise InvalidArgumentError(
                 f"this request was prepared for another protocol level than {self._level}"
             )
+        if request.properties_bytes is not None and request.properties.topic_alias is not None:
+            request = self._resolve_outgoing_alias(request)
         connected = self.state is State.CONNECTED
         queue = self._queue
         if connected:
@@ -930,8 +943,11 @@ class ClientSession:
                 self._check_sendable(request)  # the limits only MQTT 5 announces
             if not request.qos and not queue and self._writable and self._out_size < OUT_LIMIT:
                 # The hot path: a QoS 0 message that can go right now needs no queue entry.
+                topic_field = request.topic_field
+                if request.properties_bytes is not None and request.properties.topic_alias:
+                    topic_field = self._wire_topic_field(request)
                 data = codec.encode_publish_parts(
-                    request.first, request.topic_field, 0, request.properties_bytes, request.payload
+                    request.first, topic_field, 0, request.properties_bytes, request.payload
                 )
                 self._out.append(data)
                 self._out_size += len(data)
@@ -1129,6 +1145,49 @@ class ClientSession:
             request.payload,
         )
 
+    def _encode_publish_as(
+        self, request: PublishRequest, topic_field: bytes, packet_id: int
+    ) -> bytes:
+        return codec.encode_publish_parts(
+            request.first, topic_field, packet_id, request.properties_bytes, request.payload
+        )
+
+    def _resolve_outgoing_alias(self, request: PublishRequest) -> PublishRequest:
+        """A PUBLISH with a Topic Alias: remember the alias's topic, or resolve an empty topic
+        to it. Every queued and stored form carries the topic, so it stays valid on any
+        connection; the wire form drops it where it may (:meth:`_wire_topic_field`)."""
+        alias: int = request.properties.topic_alias  # type: ignore[assignment]
+        if request.topic:
+            self._alias_topics[alias] = request.topic
+            return request
+        topic = self._alias_topics.get(alias)
+        if topic is None:
+            raise InvalidArgumentError(
+                f"topic alias {alias} has no topic yet: publish once with the topic and the "
+                "alias, then with an empty topic and the alias"
+            )
+        resolved = PublishRequest(
+            topic,
+            topic.encode("utf-8"),
+            request.payload,
+            request.qos,
+            request.retain,
+            request.properties,
+            request.properties_bytes,
+        )
+        resolved.alias_only = True
+        return resolved
+
+    def _wire_topic_field(self, request: PublishRequest) -> bytes:
+        """The topic field to send now: empty for an alias-only message whose alias this
+        connection already maps to its topic (MQTT 5.0, 3.3.2.3.4); otherwise the topic, which sets
+        the alias for the rest of this connection (mappings never carry over to another one)."""
+        alias: int = request.properties.topic_alias  # type: ignore[assignment]
+        if request.alias_only and self._out_aliases.get(alias) == request.topic:
+            return _EMPTY_TOPIC_FIELD
+        self._out_aliases[alias] = request.topic
+        return request.topic_field
+
     def _check_sendable(self, request: PublishRequest) -> None:
         # Limits the broker announced in CONNACK (MQTT 5) [MQTT-3.2.2-11, -14, -15].
         if request.qos > self._max_qos:
@@ -1179,8 +1238,12 @@ class ClientSession:
 
     def _send_publish(self, entry: _Entry, now: float) -> None:
         request: PublishRequest = entry.request
+        aliased = request.properties_bytes is not None and request.properties.topic_alias
         if not entry.qos:
-            data = self._encode_publish(request, 0, False)
+            if aliased:
+                data = self._encode_publish_as(request, self._wire_topic_field(request), 0)
+            else:
+                data = self._encode_publish(request, 0, False)
             self._out_size += len(data)
             self._send(data, now)
             if self.config.trace_packets:
@@ -1206,6 +1269,12 @@ class ClientSession:
         self._inflight[packet_id] = entry
         if entry.qos == 2:
             self._qos2_inflight += 1
+        if aliased:
+            # Stored with its topic (a resend on another connection must carry it); on the wire
+            # without it when the alias is already set on this connection.
+            topic_field = self._wire_topic_field(request)
+            if topic_field is not request.topic_field:
+                data = self._encode_publish_as(request, topic_field, packet_id)
         self._out_size += len(data)
         self._send(data, now)
         if self.config.trace_packets:
@@ -1426,6 +1495,10 @@ class ClientSession:
                 if not data[0] & 0x08:
                     data = bytes((data[0] | 0x08,)) + data[1:]
                     entry.data = data
+                request = entry.request
+                if request.properties_bytes is not None and request.properties.topic_alias:
+                    # Resent with its topic (stored forms always carry it): the alias is set.
+                    self._out_aliases[request.properties.topic_alias] = request.topic
                 self._send(data, now)
                 if self.config.trace_packets:
                     self._events.append(PacketSent(codec.decode(data, self._level)))
@@ -1740,6 +1813,7 @@ class ClientSession:
         self._retain_available = True
         self._keepalive = float(cfg.keepalive)
         self._aliases = {}
+        self._out_aliases = {}  # never carried over to another connection (MQTT 5.0, 3.3.2.3.4)
         props = cfg.properties if cfg.protocol_level == MQTT_5 else NO_PROPERTIES
         self._alias_max = props.topic_alias_maximum or 0
         self._receive_max = props.receive_maximum or 65_535
