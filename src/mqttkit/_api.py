@@ -10,10 +10,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from .protocol.errors import InvalidArgumentError
-from .protocol.packets import Subscription
+from .protocol.packets import MQTT_5, Properties, Subscription
 from .protocol.session import SubscribeCompleted
 
-__all__ = ["Granted", "filters_from", "granted_from", "subscriptions_from"]
+__all__ = ["Granted", "auth_properties", "filters_from", "granted_from", "subscriptions_from"]
 
 
 class Granted(NamedTuple):
@@ -91,3 +91,22 @@ def granted_from(event: SubscribeCompleted) -> list[Granted]:
         Granted(sub.topic_filter, code)
         for sub, code in zip(event.subscriptions, event.reason_codes, strict=True)
     ]
+
+
+def auth_properties(properties: object, protocol_version: int) -> Properties:
+    """Check the argument of ``reauthenticate()``.
+
+    Raises:
+        InvalidArgumentError: not MQTT 5, not a Properties, or no authentication method.
+    """
+    if protocol_version != MQTT_5:
+        raise InvalidArgumentError("re-authentication needs MQTT 5 (protocol_version=5)")
+    if not isinstance(properties, Properties):
+        raise InvalidArgumentError(
+            f"reauthenticate() takes an mqttkit.Properties, not {type(properties).__name__}"
+        )
+    if not properties.authentication_method:
+        raise InvalidArgumentError(
+            "reauthenticate() needs authentication_method, the one the connection started with"
+        )
+    return properties

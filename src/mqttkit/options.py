@@ -25,7 +25,15 @@ from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from .protocol.errors import InvalidOptionError, UnknownOptionError
-from .protocol.packets import MQTT_3_1, MQTT_3_1_1, MQTT_5, NO_PROPERTIES, Properties, Will
+from .protocol.packets import (
+    MQTT_3_1,
+    MQTT_3_1_1,
+    MQTT_5,
+    NO_PROPERTIES,
+    Auth,
+    Properties,
+    Will,
+)
 from .protocol.session import SessionConfig, normalize_payload
 from .protocol.store import Store, private_store
 from .protocol.topics import validate_topic_name
@@ -84,6 +92,11 @@ class ClientOptions:
     """Last Will: a :class:`Will` or a dict with ``topic``, ``payload``, ``qos``, ``retain``."""
     properties: Properties = NO_PROPERTIES
     """MQTT 5 CONNECT properties (session expiry, receive maximum, user properties...)."""
+    authenticate: Callable[[Auth], Properties] | None = None
+    """MQTT 5 enhanced authentication: called (on the client's loop) with each AUTH the broker
+    sends with reason 0x18 (continue); returns the properties (``authentication_method``,
+    ``authentication_data``) of the AUTH sent back. Start it with ``authentication_method`` in
+    ``properties``; see also ``reauthenticate()``."""
     cafile: str | None = None
     """CA bundle (PEM file) that signs the broker's certificate (seed/MQTT.js: ``ca``)."""
     cadata: str | None = None
@@ -431,6 +444,13 @@ def _validate(o: ClientOptions) -> ClientOptions:
         raise InvalidOptionError("keyfile needs certfile")
     if o.ssl_context is not None and not isinstance(o.ssl_context, ssl.SSLContext):
         raise InvalidOptionError("ssl_context must be an ssl.SSLContext")
+    if o.authenticate is not None:
+        if not callable(o.authenticate):
+            raise InvalidOptionError(
+                f"authenticate must be a function, not {type(o.authenticate).__name__}"
+            )
+        if o.protocol_version != MQTT_5:
+            raise InvalidOptionError("authenticate (enhanced authentication) needs MQTT 5")
     if o.callback is not None and not callable(o.callback):
         raise InvalidOptionError("callback must be callable")
     return o

@@ -516,3 +516,19 @@ def test_v5_topic_alias_above_the_broker_maximum_is_refused(maximum: int | None)
     assert info.value.reason_code == ReasonCode.TOPIC_ALIAS_INVALID
     assert c.sent() == []
     assert c.session.pending == 0
+
+
+@pytest.mark.parametrize("level", [4, 5])
+def test_abort_ends_the_connection_with_the_applications_error(level: int) -> None:
+    c = Conversation(level)
+    c.handshake()
+    error = MQTTError("the application gave up")
+    c.session.abort(error, ReasonCode.NOT_AUTHORIZED)
+    sent = c.sent()
+    # MQTT 5 says why in a DISCONNECT; 3.1.1 has no reason to send.
+    assert sent == ([Disconnect(ReasonCode.NOT_AUTHORIZED)] if level == 5 else [])
+    assert c.events() == [ConnectionClosing(error)]
+    assert c.session.error is error
+    c.session.abort(MQTTError("again"))  # closing already: nothing more
+    assert c.sent() == []
+    assert c.events() == []

@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any
 
-from .._api import Granted, filters_from, granted_from, subscriptions_from
+from .._api import Granted, auth_properties, filters_from, granted_from, subscriptions_from
 from ..options import ClientOptions, parse_options
 from ..protocol import session as s
-from ..protocol.errors import ClientClosedError
+from ..protocol.errors import ClientClosedError, MQTTConnectionError
 from ..protocol.packets import ConnAck, Publish
 from .engine import Engine
 
@@ -229,6 +229,21 @@ class Client:
         if token.done() and token.exception() is not None:
             raise token.exception()  # type: ignore[misc]  # refused at once: queue full, closed
         return token
+
+    def reauthenticate(self, properties: Any) -> None:
+        """MQTT 5: re-authenticate on the current connection: sends AUTH (reason 0x19) with
+        ``properties`` (``authentication_method``, ``authentication_data``); the broker's
+        challenges go to the ``authenticate`` option's function.
+
+        Raises:
+            InvalidArgumentError: not MQTT 5, or no ``authentication_method``.
+            MQTTConnectionError: not connected.
+        """
+        engine = self._require_engine()
+        props = auth_properties(properties, self.options.protocol_version)
+        if not engine.connected:
+            raise MQTTConnectionError("not connected: re-authentication needs a connection")
+        engine.reauthenticate(props)
 
     async def flush(self) -> None:
         """Wait until every operation issued so far has completed: QoS 0 messages written,

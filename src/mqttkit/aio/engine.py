@@ -44,11 +44,13 @@ from ..protocol.errors import (
     ConnectionRefusedError,
     ConnectTimeoutError,
     InvalidOptionError,
+    MQTTConnectionError,
     MQTTError,
+    ReasonCode,
     ServerDisconnectError,
     StoreError,
 )
-from ..protocol.packets import ConnAck, Publish
+from ..protocol.packets import Auth, ConnAck, Properties, Publish
 from ..protocol.store import MemoryStore
 from .transport import make_ssl_context, map_connect_error, map_lost_error, open_transport
 
@@ -288,6 +290,29 @@ class Engine:
             return
         self.session.unsubscribe(request, self.loop.time(), token)
         self._after()
+
+    def reauthenticate(self, properties: Properties) -> None:
+        """MQTT 5: start re-authentication (AUTH, reason 0x19) with these properties."""
+        if not self.session.connected:
+            log.warning("reauthenticate() while not connected: ignored")
+            return
+        self.session.send_auth(self.loop.time(), ReasonCode.RE_AUTHENTICATE, properties)
+        self._after()
+
+    def _answer_auth(self, packet: Auth) -> None:
+        step = self.options.authenticate
+        if step is None or packet.reason_code != ReasonCode.CONTINUE_AUTHENTICATION:
+            return  # success (0x00) needs no answer; without a step function, nothing to say
+        try:
+            answer = step(packet)
+            if not isinstance(answer, Properties):
+                raise TypeError(f"it returned {type(answer).__name__}, not Properties")
+            self.session.send_auth(self.loop.time(), ReasonCode.CONTINUE_AUTHENTICATION, answer)
+        except Exception as exc:
+            error = MQTTConnectionError(f"the authenticate function failed: {exc!r}")
+            error.__cause__ = exc
+            self.session.abort(error, ReasonCode.NOT_AUTHORIZED)
+            self.loop.call_soon(self._after_now)  # its ConnectionClosing, after this batch
 
     def acknowledge(self, ack: s.Ack) -> None:
         """The application has the message of ``ack``."""
@@ -623,6 +648,7 @@ class Engine:
                 emit("disconnect", event.packet)
             elif isinstance(event, s.AuthReceived):
                 emit("auth", event.packet)
+                self._answer_auth(event.packet)
             elif isinstance(event, s.PacketSent):
                 emit("packetsend", event.packet)
             elif isinstance(event, s.PacketReceived):

@@ -1086,6 +1086,14 @@ class ClientSession:
         self.state = State.CLOSING
         self._events.append(ConnectionClosing(None))
 
+    def abort(self, error: MQTTError, reason_code: int = ReasonCode.UNSPECIFIED_ERROR) -> None:
+        """End the connection because of ``error`` (the application's, e.g. its authentication
+        step failed): with MQTT 5 a DISCONNECT with ``reason_code`` first. ``error`` becomes the
+        session's :attr:`error`, reported as the cause of the closed connection."""
+        if self.state not in (State.CONNECTED, State.CONNECTING):
+            return
+        self._close(error, reason_code)
+
     def send_auth(
         self, now: float, reason_code: int = 0, properties: Properties = NO_PROPERTIES
     ) -> None:

@@ -33,7 +33,7 @@ from queue import SimpleQueue
 from types import TracebackType
 from typing import Any
 
-from .._api import filters_from, granted_from, subscriptions_from
+from .._api import auth_properties, filters_from, granted_from, subscriptions_from
 from ..aio.engine import Engine
 from ..options import ClientOptions, parse_options
 from ..protocol import session as s
@@ -559,6 +559,17 @@ class Client(EventEmitter):
         handle = Handle(_UNSUBSCRIBE, callback, self)
         self._engine.submit(self._engine.unsubscribe, request, handle)
         return handle
+
+    def reauthenticate(self, properties: Any) -> None:
+        """MQTT 5: re-authenticate on the current connection: sends AUTH (reason 0x19) with
+        ``properties`` (``authentication_method``, ``authentication_data``); the broker's
+        challenges go to the ``authenticate`` option's function (and the ``auth`` event).
+
+        Raises:
+            InvalidArgumentError: not MQTT 5, or no ``authentication_method``.
+        """
+        props = auth_properties(properties, self._protocol_version)
+        self._engine.submit(self._engine.reauthenticate, props)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every operation issued so far has completed (QoS 0 messages written,
