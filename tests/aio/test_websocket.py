@@ -371,3 +371,23 @@ def test_a_close_frame_from_the_server_is_answered_and_ends_the_connection() -> 
 
     errors_seen = errors_until_closed(script)
     assert any("code 1001" in str(e) and "going away" in str(e) for e in errors_seen)
+
+
+def test_a_server_that_never_answers_the_upgrade_times_out() -> None:
+    def script(server: WSServer) -> None:
+        server.accept()  # reads the request, answers nothing
+        try:
+            server._recv()  # until the client gives up and closes
+        except (EOFError, OSError):
+            return
+
+    server, thread, errors = serve(script)
+
+    async def main() -> None:
+        url = f"ws://127.0.0.1:{server.port}"
+        client = Client(url, reconnect_period=0, connect_timeout=0.5)
+        with pytest.raises(mqttkit.ConnectTimeoutError):
+            await client.connect()
+
+    run(main())
+    finish(server, thread, errors)

@@ -190,6 +190,8 @@ class WebSocketAdapter(asyncio.Protocol):
             )
             self.upgraded.exception()  # retrieved: the opener may be gone (timeout)
             return
+        if self.transport is None:
+            return  # refused at the handshake: the MQTT protocol never saw this connection
         self.inner.connection_lost(self._error or exc)
 
     def pause_writing(self) -> None:
@@ -234,6 +236,9 @@ class WebSocketAdapter(asyncio.Protocol):
             self._refuse(problem)
             return
         assert self._raw is not None
+        if self.upgraded.done():  # the opener gave up meanwhile (connect timeout)
+            self._raw.close()
+            return
         self.transport = WebSocketTransport(self, self._raw)
         self.upgraded.set_result(None)
         self.inner.connection_made(self.transport)
