@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import mqttkit
 from mqttkit.aio import Client
-from mqttkit.aio.websocket import accept_key, mask
+from mqttkit.aio.websocket import WebSocketAdapter, accept_key, mask
 from mqttkit.protocol.codec import PacketBuffer, decode_packet, encode_packet
 from mqttkit.protocol.packets import MQTT_3_1_1, ConnAck, Connect, Publish
 from mqttkit.testing import MosquittoBroker, TLSFiles
@@ -391,3 +391,104 @@ def test_a_server_that_never_answers_the_upgrade_times_out() -> None:
 
     run(main())
     finish(server, thread, errors)
+
+
+# -- the frame parser against arbitrary bytes ------------------------------------------------------
+
+
+class _Inner(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.lost: list[BaseException | None] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost.append(exc)
+
+
+class _Raw(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def _upgraded_adapter() -> tuple[WebSocketAdapter, _Inner, _Raw]:
+    inner, raw = _Inner(), _Raw()
+    adapter = WebSocketAdapter(inner, "h", "/mqtt")
+    adapter.connection_made(raw)
+    key = adapter._key
+    adapter.data_received(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n"
+    )
+    assert adapter.transport is not None
+    return adapter, inner, raw
+
+
+def _server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    n = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    if n < 126:
+        return struct.pack("!BB", first, n) + payload
+    if n < 65536:
+        return struct.pack("!BBH", first, 126, n) + payload
+    return struct.pack("!BBQ", first, 127, n) + payload
+
+
+@given(st.binary(max_size=600), st.lists(st.integers(0, 600), max_size=8))
+def test_arbitrary_bytes_after_the_upgrade_never_raise(data: bytes, cuts: list[int]) -> None:
+    async def main() -> None:
+        adapter, _inner, raw = _upgraded_adapter()
+        points = sorted({c % (len(data) + 1) for c in cuts})
+        for a, b in zip([0, *points], [*points, len(data)], strict=True):
+            adapter.data_received(data[a:b])  # may close the connection, never raises
+        if adapter._error is not None:
+            assert isinstance(adapter._error, (mqttkit.ProtocolError, mqttkit.MQTTError))
+            assert raw.closed
+
+    asyncio.run(main())
+
+
+@given(
+    st.lists(st.binary(max_size=300), min_size=1, max_size=6),
+    st.lists(st.integers(0, 2000), max_size=10),
+    st.booleans(),
+)
+def test_binary_frames_in_any_cut_pass_their_payload_through(
+    payloads: list[bytes], cuts: list[int], fragment: bool
+) -> None:
+    # Whole messages or one message fragmented into continuation frames, with pings between,
+    # cut anywhere: the MQTT side sees exactly the payload bytes, in order.
+    if fragment:
+        frames = [
+            _server_frame(0x2 if i == 0 else 0x0, p, fin=i == len(payloads) - 1)
+            for i, p in enumerate(payloads)
+        ]
+    else:
+        frames = [_server_frame(0x2, p) for p in payloads]
+    stream = b"".join(f + _server_frame(0x9, b"p%d" % i) for i, f in enumerate(frames))
+
+    async def main() -> None:
+        adapter, inner, raw = _upgraded_adapter()
+        written_before = len(raw.written)
+        points = sorted({c % (len(stream) + 1) for c in cuts})
+        for a, b in zip([0, *points], [*points, len(stream)], strict=True):
+            adapter.data_received(stream[a:b])
+        assert bytes(inner.data) == b"".join(payloads)
+        assert adapter._error is None
+        assert not raw.closed
+        assert len(raw.written) > written_before  # the pongs
+
+    asyncio.run(main())
