@@ -43,7 +43,9 @@ Invariants (a failure raises :class:`InvariantViolation`, an ``AssertionError``)
    acknowledged by the application and not yet released; packet ids are unique across flows.
 8. MQTT 5: nothing written exceeds the limits of the CONNACK accepted: Maximum Packet Size
    [MQTT-3.1.2-24] (below 5 bytes, only for PUBLISH / SUBSCRIBE / UNSUBSCRIBE: the fixed-size
-   acks cannot shrink), Maximum QoS [MQTT-3.2.2-11], Retain Available [MQTT-3.2.2-14].
+   acks cannot shrink), Maximum QoS [MQTT-3.2.2-11], Retain Available [MQTT-3.2.2-14], Topic
+   Alias Maximum; a PUBLISH goes by Topic Alias alone only once a PUBLISH with its topic has set
+   the alias on the same connection (MQTT 5.0, 3.3.2.3.4).
 
 Inputs: ``arbitrary`` bytes, and ``mutated`` valid streams: server packets chosen by
 :data:`KINDS` specs (CONNACK, PUBLISH QoS 0/1/2 with or without DUP, the four acks for ids in
@@ -168,6 +170,7 @@ STARTS: Final = (
     "resumed",  # "reconnecting" after CONNACK with Session Present: everything resent
     "restored",  # a new process loaded the stores, then CONNACK with Session Present
     "full_queue",  # connected, window full, queue at max_queued: publishing drops the oldest
+    "aliased",  # MQTT 5: connected with Topic Aliases allowed, QoS 1 messages by alias in flight
 )
 CONNECTING_STARTS: Final = frozenset({"connecting", "reconnecting"})
 FAMILIES: Final = ("arbitrary", "mutated")
@@ -354,6 +357,8 @@ class Outcome:
 class _Start:
     session: ClientSession
     pending_acks: list[Ack] = field(default_factory=list)
+    #: Topic Aliases the setup's PUBLISH packets set on the current connection.
+    wire_aliases: dict[int, str] = field(default_factory=dict)
 
 
 class _Script:
@@ -393,13 +398,20 @@ class _Script:
         self.session = ClientSession(self.config)
         self.events: list[Event] = []
         self.tokens = 0
+        self.wire_aliases: dict[int, str] = {}
 
     def _token(self) -> str:
         self.tokens += 1
         return f"setup-{self.tokens}"
 
     def flush(self) -> None:
-        self.session.data_to_send()
+        data = self.session.data_to_send()
+        if data and self.level == MQTT_5:
+            for frame in codec.PacketBuffer().feed(data):
+                packet = codec.decode_packet(*frame, MQTT_5)
+                alias = packet.properties.topic_alias if isinstance(packet, Publish) else None
+                if alias is not None and packet.topic:  # type: ignore[attr-defined]
+                    self.wire_aliases[alias] = packet.topic  # type: ignore[attr-defined]
         self.events += self.session.events_received()
 
     def feed(self, *packets: Packet) -> None:
@@ -407,11 +419,21 @@ class _Script:
         self.session.receive_data(data, _NOW)
         self.flush()
 
-    def connect(self, *, session_present: bool | None = None) -> None:
+    def connect(
+        self, *, session_present: bool | None = None, properties: Properties = NO_PROPERTIES
+    ) -> None:
+        self.wire_aliases = {}
         self.session.connection_made(_NOW)
         self.flush()
         if session_present is not None:
-            self.feed(ConnAck(session_present, 0))
+            self.feed(ConnAck(session_present, 0, properties))
+
+    def publish_by_alias(self, qos: int, alias: int, *, with_topic: bool) -> None:
+        props = Properties(topic_alias=alias)
+        topic = f"out/{qos}" if with_topic else ""
+        request = prepare_publish(topic, b"a", qos, False, props, self.level)
+        self.session.publish(request, _NOW, self._token())
+        self.flush()
 
     def publish(self, qos: int, payload: bytes = b"m", *, retain: bool = False) -> None:
         request = prepare_publish(f"out/{qos}", payload, qos, retain, None, self.level)
@@ -497,6 +519,17 @@ def build_start(level: int, start: str) -> _Start:
         sc.publish(2, b"m" * 8)
         sc.publish(0, b"m" * 20)
         sc.publish(1, b"m" * 8)
+    elif start == "aliased":
+        sc = _Script(level, clean=False, window=4, max_packet=4096)
+        if level == MQTT_5:
+            sc.connect(session_present=False, properties=Properties(topic_alias_maximum=2))
+            sc.publish_by_alias(1, 1, with_topic=True)
+            sc.publish_by_alias(1, 1, with_topic=False)
+            sc.publish_by_alias(0, 2, with_topic=True)
+            sc.publish_by_alias(0, 2, with_topic=False)
+        else:
+            sc.connect(session_present=False)
+            sc.publish(1)
     elif start in ("reconnecting", "resumed", "restored"):
         # A restart needs stores that outlive the process: the application's own.
         sc = _Script(level, clean=False, window=4, max_packet=4096, own_stores=start == "restored")
@@ -515,7 +548,7 @@ def build_start(level: int, start: str) -> _Start:
         raise ValueError(f"unknown start state {start!r}; one of {STARTS}")
     closing = [e for e in sc.events if isinstance(e, ConnectionClosing)]
     assert not closing, f"the {start} script closed the connection: {closing}"
-    return _Start(sc.session, sc.take_acks())
+    return _Start(sc.session, sc.take_acks(), dict(sc.wire_aliases))
 
 
 @functools.cache
@@ -934,8 +967,12 @@ class _Run:
         self.where = "setup"
         self.last_op = "none"
         self.outcome = Outcome()
-        #: The MQTT 5 limits of the last CONNACK accepted (none in the start states).
+        #: The MQTT 5 limits of the last CONNACK accepted (only "aliased" starts with some).
         self.limits: Properties = NO_PROPERTIES
+        if self.v5 and s.state is State.CONNECTED and s.connack is not None:
+            self.limits = s.connack.properties
+        #: Outgoing Topic Aliases the session's PUBLISH packets set on this connection.
+        self.wire_aliases: dict[int, str] = dict(start.wire_aliases)
         self.sizes: list[int] = []
         self._pending_before = s.pending
         self._check_books()
@@ -1048,7 +1085,15 @@ class _Run:
             self.outstanding.add(token)
             payload = b"x" * (1 + self.ops % 7)
             retain = self.ops % 3 == 0  # refused at once when the broker has no retain (MQTT 5)
-            request = prepare_publish(f"out/{qos}", payload, qos, retain, None, level)
+            topic, props = f"out/{qos}", None
+            if self.v5 and self.ops % 4 and (self.limits.topic_alias_maximum or 0) >= 2:
+                # By Topic Alias, where the broker allows them: set with the topic, or the empty
+                # topic (refused at once when the alias never had a topic).
+                alias = 1 + self.ops % 2
+                props = Properties(topic_alias=alias)
+                if self.ops % 4 >= 2:
+                    topic = ""
+            request = prepare_publish(topic, payload, qos, retain, props, level)
             try:
                 s.publish(request, now, token)
             except (QueueFullError, PublishError, PacketTooLargeError, InvalidArgumentError):
@@ -1155,7 +1200,20 @@ class _Run:
                     f"{limits.maximum_packet_size}: {packet!r}"
                 )
             if isinstance(packet, Publish):
-                if packet.topic not in _OUR_TOPICS or (packet.qos and not packet.packet_id):
+                alias = packet.properties.topic_alias
+                topic = packet.topic
+                if alias is not None:
+                    # A Topic Alias is set by a PUBLISH with the topic on this connection, and
+                    # only then may a PUBLISH go by the alias alone (MQTT 5.0, 3.3.2.3.4).
+                    if topic:
+                        self.wire_aliases[alias] = topic
+                    elif alias not in self.wire_aliases:
+                        raise self._fail(f"PUBLISH by alias {alias}, not set on this connection")
+                    else:
+                        topic = self.wire_aliases[alias]
+                    if alias > (limits.topic_alias_maximum or 0):
+                        raise self._fail(f"Topic Alias over the broker's maximum: {packet!r}")
+                if topic not in _OUR_TOPICS or (packet.qos and not packet.packet_id):
                     raise self._fail(f"the session wrote a PUBLISH nobody asked for: {packet!r}")
                 # [MQTT-3.2.2-11], [MQTT-3.2.2-14]: the broker's Maximum QoS, Retain Available.
                 if limits.maximum_qos is not None and packet.qos > limits.maximum_qos:
@@ -1400,13 +1458,16 @@ class _Run:
         self.connected_now = False
         self.last_op = "none"
         self.limits = NO_PROPERTIES  # a new connection: no CONNACK yet
+        self.wire_aliases = {}  # and no Topic Alias set on it
         self._call("connection_made", s.connection_made, self.now)
         out = self._collect("connect")
         if not out or not isinstance(out[0], Connect):
             raise self._fail(f"connection_made wrote {out!r}, not CONNECT")
         self._call("resume_writing", s.resume_writing, self.now)
         self._collect("drain")
-        replies: list[Packet] = [ConnAck(not s.config.clean_start, 0)]
+        # MQTT 5: Topic Aliases allowed, so that publishing by alias is exercised.
+        accept = Properties(topic_alias_maximum=2) if self.v5 else NO_PROPERTIES
+        replies: list[Packet] = [ConnAck(not s.config.clean_start, 0, accept)]
         released: set[int] = set()
         for _ in range(200):
             if not replies:
