@@ -300,6 +300,17 @@ def test_a_burst_that_does_not_yield_streams_out_while_it_runs() -> None:
         run(main())
 
 
+async def restart_and_reconnect(broker: MosquittoBroker, client: Client) -> None:
+    """Restart ``broker`` (no persistence: the session is lost) and wait, bounded, until
+    ``client`` has connected again."""
+    await asyncio.to_thread(broker.restart)
+    for _ in range(200):  # bounded: 10 s
+        if client.connected:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the client did not reconnect within 10 s")
+
+
 def test_subscription_identifier_survives_a_broker_that_lost_the_session(
     mosquitto_factory,
 ) -> None:
@@ -315,12 +326,7 @@ def test_subscription_identifier_survives_a_broker_that_lost_the_session(
             await client.publish("sid/t", b"before", qos=1)
             first = await asyncio.wait_for(anext(messages), 5)
             assert first.properties.subscription_identifier == (7,)
-            await asyncio.to_thread(broker.restart)
-            for _ in range(200):  # bounded: 10 s
-                if client.connected:
-                    break
-                await asyncio.sleep(0.05)
-            assert client.connected
+            await restart_and_reconnect(broker, client)
             await client.publish("sid/t", b"after", qos=1)
             second = await asyncio.wait_for(anext(messages), 5)
             assert second.payload == b"after"
@@ -344,12 +350,7 @@ def test_topic_alias_publishing_survives_a_reconnect(mosquitto_factory) -> None:
             await client.publish("", b"2", qos=1, properties=alias)
             got = [await asyncio.wait_for(anext(messages), 5) for _ in range(2)]
             assert [(m.topic, m.payload) for m in got] == [("alias/t", b"1"), ("alias/t", b"2")]
-            await asyncio.to_thread(broker.restart)
-            for _ in range(200):  # bounded: 10 s
-                if client.connected:
-                    break
-                await asyncio.sleep(0.05)
-            assert client.connected
+            await restart_and_reconnect(broker, client)
             await client.publish("", b"3", qos=1, properties=alias)
             third = await asyncio.wait_for(anext(messages), 5)
             assert (third.topic, third.payload) == ("alias/t", b"3")
