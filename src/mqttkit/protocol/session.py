@@ -1144,20 +1144,18 @@ class ClientSession:
         if self.config.trace_packets and packet is not None:
             self._events.append(PacketSent(packet))
 
-    def _encode_publish(self, request: PublishRequest, packet_id: int, dup: bool) -> bytes:
+    @staticmethod
+    def _encode_publish(
+        request: PublishRequest, packet_id: int, dup: bool, topic_field: bytes | None = None
+    ) -> bytes:
+        """The PUBLISH of ``request``; ``topic_field`` replaces its topic on the wire (an empty
+        one for a message by Topic Alias)."""
         return codec.encode_publish_parts(
             request.first | 0x08 if dup else request.first,
-            request.topic_field,
+            request.topic_field if topic_field is None else topic_field,
             packet_id,
             request.properties_bytes,
             request.payload,
-        )
-
-    def _encode_publish_as(
-        self, request: PublishRequest, topic_field: bytes, packet_id: int
-    ) -> bytes:
-        return codec.encode_publish_parts(
-            request.first, topic_field, packet_id, request.properties_bytes, request.payload
         )
 
     def _resolve_outgoing_alias(self, request: PublishRequest) -> PublishRequest:
@@ -1249,7 +1247,7 @@ class ClientSession:
         aliased = request.properties_bytes is not None and request.properties.topic_alias
         if not entry.qos:
             if aliased:
-                data = self._encode_publish_as(request, self._wire_topic_field(request), 0)
+                data = self._encode_publish(request, 0, False, self._wire_topic_field(request))
             else:
                 data = self._encode_publish(request, 0, False)
             self._out_size += len(data)
@@ -1282,7 +1280,7 @@ class ClientSession:
             # without it when the alias is already set on this connection.
             topic_field = self._wire_topic_field(request)
             if topic_field is not request.topic_field:
-                data = self._encode_publish_as(request, topic_field, packet_id)
+                data = self._encode_publish(request, packet_id, False, topic_field)
         self._out_size += len(data)
         self._send(data, now)
         if self.config.trace_packets:
