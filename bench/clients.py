@@ -7,7 +7,8 @@ messages and wait for the acknowledgements), ``rtt`` (sequential QoS 1 round tri
 subscription), ``fanin`` (``--clients`` publishing clients in this one process), ``conn``
 (``--n`` idle connections in this one process).
 
-CLIENT: ``mqttkit-sync``, ``mqttkit-aio``, ``paho``, ``gmqtt``.
+CLIENT: ``mqttkit-sync``, ``mqttkit-inline`` (the blocking front with ``dispatch="inline"``),
+``mqttkit-aio``, ``paho``, ``gmqtt``.
 
 Every payload starts with its sequence number (8 bytes, big endian), so the subscriber reports
 messages received, distinct, and duplicated; a run that misses messages says so.
@@ -116,11 +117,16 @@ def host_port(url: str) -> tuple[str, int]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _dispatch(a: argparse.Namespace) -> str:
+    # mqttkit-inline: the blocking front with dispatch="inline" (listeners on the loop thread).
+    return "inline" if a.client == "mqttkit-inline" else "thread"
+
+
 def mk_sync_sub(a: argparse.Namespace) -> None:
     import mqttkit
 
     counter = Counter(a.n)
-    client = mqttkit.Client(url=a.url, keepalive=60)
+    client = mqttkit.Client(url=a.url, keepalive=60, dispatch=_dispatch(a))
     client.on("message", lambda topic, message: counter.add(message))
     client.connect()
     client.subscribe(a.topic, qos=a.qos).result(10)
@@ -135,7 +141,7 @@ def mk_sync_sub(a: argparse.Namespace) -> None:
 def mk_sync_pub(a: argparse.Namespace) -> None:
     import mqttkit
 
-    client = mqttkit.Client(url=a.url, keepalive=60, max_queued=a.n + 10)
+    client = mqttkit.Client(url=a.url, keepalive=60, max_queued=a.n + 10, dispatch=_dispatch(a))
     connected = threading.Event()
     client.on("connect", lambda connack: connected.set())
     client.connect()
@@ -156,7 +162,7 @@ def mk_sync_pub(a: argparse.Namespace) -> None:
 def mk_sync_rtt(a: argparse.Namespace) -> None:
     import mqttkit
 
-    client = mqttkit.Client(url=a.url, keepalive=60)
+    client = mqttkit.Client(url=a.url, keepalive=60, dispatch=_dispatch(a))
     got = threading.Event()
     client.on("message", lambda topic, message: got.set())
     client.connect()
@@ -181,7 +187,7 @@ def mk_sync_fanin(a: argparse.Namespace) -> None:
 
     clients = []
     for _ in range(a.clients):
-        client = mqttkit.Client(url=a.url, keepalive=60)
+        client = mqttkit.Client(url=a.url, keepalive=60, dispatch=_dispatch(a))
         connected = threading.Event()
         client.once("connect", lambda connack, e=connected: e.set())
         client.connect()
@@ -584,6 +590,10 @@ ROLES: dict[tuple[str, str], Callable[[argparse.Namespace], None]] = {
     ("pub", "mqttkit-sync"): mk_sync_pub,
     ("rtt", "mqttkit-sync"): mk_sync_rtt,
     ("fanin", "mqttkit-sync"): mk_sync_fanin,
+    ("sub", "mqttkit-inline"): mk_sync_sub,
+    ("pub", "mqttkit-inline"): mk_sync_pub,
+    ("rtt", "mqttkit-inline"): mk_sync_rtt,
+    ("fanin", "mqttkit-inline"): mk_sync_fanin,
     ("sub", "mqttkit-aio"): mk_aio_sub,
     ("pub", "mqttkit-aio"): mk_aio_pub,
     ("rtt", "mqttkit-aio"): mk_aio_rtt,

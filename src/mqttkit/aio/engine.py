@@ -319,6 +319,11 @@ class Engine:
         self.session.acknowledge(ack, self.loop.time())
         self._after()
 
+    def acknowledge_now(self, ack: s.Ack) -> None:
+        """As :meth:`acknowledge`, from a listener the engine is calling (inline dispatch):
+        the acknowledgement is written with the rest of the events' output, after them."""
+        self.session.acknowledge(ack, self.loop.time())
+
     def flush(self, token: Token) -> None:
         """Resolve ``token`` once every operation issued so far has completed (QoS 0 written,
         QoS 1/2 acknowledged, SUBACK/UNSUBACK received)."""

@@ -52,11 +52,12 @@ log = logging.getLogger("mqttkit")
 
 _loop_lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
+_loop_thread: threading.Thread | None = None
 
 
 def engine_loop() -> asyncio.AbstractEventLoop:
     """The process-wide event loop that runs every sync client's engine (started on demand)."""
-    global _loop
+    global _loop, _loop_thread
     with _loop_lock:
         if _loop is None or _loop.is_closed():
             loop = asyncio.new_event_loop()
@@ -71,7 +72,17 @@ def engine_loop() -> asyncio.AbstractEventLoop:
             thread.start()
             ready.wait()
             _loop = loop
+            _loop_thread = thread
         return _loop
+
+
+def _check_not_on_loop_thread(what: str) -> None:
+    """Waiting on the loop thread (an inline listener) would wait for itself: raise instead."""
+    if threading.current_thread() is _loop_thread:
+        raise RuntimeError(
+            f"{what} on the loop thread would wait forever: a listener run with "
+            "dispatch='inline' must not wait on a client (use a callback, or dispatch='thread')"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,9 +167,15 @@ class Handle:
         return self._done
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the operation completes; False if ``timeout`` (seconds) ran out."""
+        """Block until the operation completes; False if ``timeout`` (seconds) ran out.
+
+        Raises:
+            RuntimeError: called by a listener running inline on the loop thread, where the
+                operation could never complete.
+        """
         if self._done:
             return True
+        _check_not_on_loop_thread("waiting on a handle")
         with _handle_lock:  # waiters only: several threads may wait on one handle
             if self._event is None:
                 self._event = threading.Event()
@@ -211,6 +228,9 @@ class _LoopListener:
         self._dropped = 0
 
     def emit(self, name: str, *args: Any) -> None:
+        if self._client._inline:
+            self._client._process([(name, *args)])
+            return
         self._batch.append((name, *args))
         if not self._scheduled:
             self._scheduled = True
@@ -218,6 +238,9 @@ class _LoopListener:
 
     def message(self, message: Publish, ack: s.Ack | None) -> None:
         client = self._client
+        if client._inline:
+            client._process([("message", message, ack)])
+            return
         if ack is None and self.shipped - client._handled >= client._max_buffered:
             # A QoS 0 message and the application is this far behind: drop it (QoS 1/2 wait
             # unacknowledged instead; the broker holds the rest).
@@ -364,6 +387,8 @@ class Client(EventEmitter):
         self._engine = Engine(self.options, self._loop_listener, self._loop)
         self._engine_publish = self._engine.publish  # bound once: publish() is the hot path
         self._max_buffered = self.options.max_buffered
+        # dispatch="inline": listeners run on the loop thread, as the engine reports events.
+        self._inline = self.options.dispatch == "inline"
         self._handled = 0  # messages the dispatcher has handled (written by it only)
         # With a durable incoming store, each QoS 2 receipt is stored before the next listener
         # runs (see _process).
@@ -578,6 +603,7 @@ class Client(EventEmitter):
         Returns:
             False if ``timeout`` (seconds) ran out first.
         """
+        _check_not_on_loop_thread("flush()")
         handle = Handle(_CLOSE, None, self)
         self._engine.submit(self._engine.flush, handle)
         return handle.wait(timeout)
@@ -597,6 +623,7 @@ class Client(EventEmitter):
         emit = self.emit
         submit = self._engine.submit
         acknowledge = self._engine.acknowledge
+        inline = self._inline
         for item in batch:
             name = item[0]
             if name == "message":
@@ -624,7 +651,10 @@ class Client(EventEmitter):
                     emit("message", message.topic, message.payload, message)
                 self._handled += 1
                 ack = item[2]
-                if ack is not None and ack.qos == 2 and self._durable_incoming:
+                if ack is not None and inline:
+                    # On the loop thread: stored (QoS 2) and written with this read's output.
+                    self._engine.acknowledge_now(ack)
+                elif ack is not None and ack.qos == 2 and self._durable_incoming:
                     # The packet id goes into the durable store before the next listener runs
                     # (as in the asyncio front): a crash then delivers again at most the one
                     # message whose listener it interrupted, not every message handled while
