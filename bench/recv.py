@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-CLIENTS = ("mqttkit-sync", "mqttkit-aio", "paho", "gmqtt")
+CLIENTS = ("mqttkit-sync", "mqttkit-inline", "mqttkit-aio", "paho", "gmqtt")
 TOPIC = b"bench/recv"
 
 
