@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import resource
+import socket
 import struct
 import sys
 import threading
@@ -585,6 +586,101 @@ def gmqtt_conn(a: argparse.Namespace) -> None:
     emit(asyncio.run(main()))
 
 
+# ---------------------------------------------------------------------------------------------
+# raw: not a client library but the broker's ceiling. Pre-encoded MQTT 3.1.1 packets over a
+# plain blocking socket: the publisher sends every PUBLISH in large writes, the subscriber
+# reads at most once a millisecond, counts bytes and parses only once all have arrived: the
+# clients cost next to nothing, so the broker alone sets the pace. QoS 0, small messages only.
+# ---------------------------------------------------------------------------------------------
+
+
+def _raw_connect(a: argparse.Namespace, client_id: str) -> socket.socket:
+    sock = socket.create_connection(host_port(a.url))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    cid = client_id.encode()
+    body = b"\x00\x04MQTT\x04\x02\x00\x3c" + struct.pack(">H", len(cid)) + cid
+    sock.sendall(bytes((0x10, len(body))) + body)
+    if sock.recv(4) != b"\x20\x02\x00\x00":
+        raise RuntimeError("raw: CONNECT refused")
+    return sock
+
+
+def _raw_publish_packet(topic: bytes, payload: bytes) -> bytes:
+    body = struct.pack(">H", len(topic)) + topic + payload
+    assert len(body) < 128
+    return bytes((0x30, len(body))) + body
+
+
+def _raw_supports(a: argparse.Namespace) -> bool:
+    return a.qos == 0 and len(a.topic) + a.size < 120  # a one-byte Remaining Length
+
+
+def raw_sub(a: argparse.Namespace) -> None:
+    if not _raw_supports(a):
+        ready()  # the runner waits for this line before it reports the run as n/a
+        emit({"unsupported": True})
+        return
+    topic = a.topic.encode()
+    sock = _raw_connect(a, f"raw-sub-{os.getpid()}")
+    body = b"\x00\x01" + struct.pack(">H", len(topic)) + topic + b"\x00"
+    sock.sendall(bytes((0x82, len(body))) + body)
+    if sock.recv(5)[:1] != b"\x90":
+        raise RuntimeError("raw: SUBSCRIBE refused")
+    size = len(_raw_publish_packet(topic, payload_for(0, a.size)))
+    want = size * a.n
+    counter = Counter(a.n)
+    ready(counter)
+    chunks: list[bytes] = []
+    got = 0
+    sock.settimeout(0.5)
+    c0 = cpu()
+    deadline = time.monotonic() + a.timeout
+    while got < want and not counter.done.is_set() and time.monotonic() < deadline:
+        try:
+            data = sock.recv(1 << 20)
+        except TimeoutError:
+            continue
+        if not data:
+            break
+        if not chunks:
+            counter.first = time.monotonic()
+        chunks.append(data)
+        got += len(data)
+        if len(data) < 65536:
+            time.sleep(0.001)  # let the stream accumulate: one read per millisecond at most
+    counter.last = time.monotonic()
+    c1 = cpu()
+    stream = b"".join(chunks)
+    head = size - a.size
+    for off in range(0, len(stream) - size + 1, size):
+        counter.seen.add(SEQ.unpack_from(stream, off + head)[0])
+        counter.received += 1
+    sock.close()
+    first, last = counter.first, counter.last
+    result = counter.result(c1 - c0)
+    result["first"], result["last"] = first, last
+    emit(result)
+
+
+def raw_pub(a: argparse.Namespace) -> None:
+    if not _raw_supports(a):
+        emit({"unsupported": True})
+        return
+    topic = a.topic.encode()
+    data = b"".join(_raw_publish_packet(topic, payload_for(i, a.size)) for i in range(a.n))
+    sock = _raw_connect(a, f"raw-pub-{os.getpid()}")
+    c0 = cpu()
+    start = time.monotonic()
+    view = memoryview(data)
+    for off in range(0, len(data), 1 << 18):
+        sock.sendall(view[off : off + (1 << 18)])
+    sock.sendall(b"\xe0\x00")  # DISCONNECT after the last PUBLISH: all went to the broker
+    end = time.monotonic()
+    c1 = cpu()
+    sock.close()
+    emit({"start": start, "end": end, "cpu": c1 - c0})
+
+
 ROLES: dict[tuple[str, str], Callable[[argparse.Namespace], None]] = {
     ("sub", "mqttkit-sync"): mk_sync_sub,
     ("pub", "mqttkit-sync"): mk_sync_pub,
@@ -608,6 +704,8 @@ ROLES: dict[tuple[str, str], Callable[[argparse.Namespace], None]] = {
     ("rtt", "gmqtt"): gmqtt_rtt,
     ("fanin", "gmqtt"): gmqtt_fanin,
     ("conn", "gmqtt"): gmqtt_conn,
+    ("sub", "raw"): raw_sub,
+    ("pub", "raw"): raw_pub,
 }
 
 

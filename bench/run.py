@@ -95,6 +95,17 @@ def wait_ready(proc: subprocess.Popen[str], timeout: float) -> bool:
     return False
 
 
+def proc_cpu(pid: int | None) -> float | None:
+    """CPU seconds (user + system) a process has used so far, from /proc; None if unknown."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_one(w: Workload, client: str, url: str, topic: str, quick: bool) -> dict[str, Any]:
     n = w.quick_n if quick else w.n
     common = [
@@ -172,8 +183,16 @@ def metrics(w: Workload, r: dict[str, Any]) -> dict[str, Any]:
         "lost": lost,
         "duplicates": sub["duplicates"],
         "cpu_per_10k": (pub["cpu"] + sub["cpu"]) / n * 10_000,
+        "pub_cpu_per_10k": pub["cpu"] / n * 10_000,
+        "sub_cpu_per_10k": sub["cpu"] / n * 10_000,
         "peak_rss_mb": max(pub["peak_rss_kb"], sub["peak_rss_kb"]) / 1024,
     }
+    if "broker_cpu" in r:
+        out["broker_cpu_per_10k"] = r["broker_cpu"] / n * 10_000
+        if elapsed > 0:
+            # The share of one core the broker used while the messages flowed: near 1.0, the
+            # broker, not the client, set the pace.
+            out["broker_busy"] = r["broker_cpu"] / elapsed
     if lost == 0 and elapsed > 0:
         out["msgs_per_s"] = n / elapsed
         out["mb_per_s"] = n * w.size / elapsed / 1e6
@@ -213,7 +232,11 @@ def main() -> int:
             for rep in range(repeats):
                 for client in clients:
                     topic = f"bench/{w.name}/{client}/{rep}"
+                    b0 = proc_cpu(broker.pid)
                     result = run_one(w, client, broker.url, topic, args.quick)
+                    b1 = proc_cpu(broker.pid)
+                    if b0 is not None and b1 is not None:
+                        result["broker_cpu"] = b1 - b0
                     m = metrics(w, result)
                     raw["runs"].append(
                         {
@@ -237,6 +260,10 @@ def main() -> int:
         broker.close()
     print()
     print(render(workloads, clients, table))
+    cpu_table = render_cpu(workloads, clients, table)
+    if cpu_table:
+        print("\nCPU per message by process (publisher, subscriber, broker):\n")
+        print(cpu_table)
     out = Path(args.out) if args.out else HERE / "results" / time.strftime("%Y%m%d-%H%M%S.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(raw, indent=1))
@@ -262,6 +289,12 @@ def summary(w: Workload, m: dict[str, Any]) -> str:
         text += f" MB/s={m['mb_per_s']:.4g}"
     if "rss_per_conn_kb" in m:
         text += f" rss/conn={m['rss_per_conn_kb']:.3g} KB"
+    if "pub_cpu_per_10k" in m:
+        text += f" cpu/10k pub={m['pub_cpu_per_10k']:.3f} sub={m['sub_cpu_per_10k']:.3f}"
+    if "broker_cpu_per_10k" in m:
+        text += f" broker={m['broker_cpu_per_10k']:.3f}"
+    if "broker_busy" in m:
+        text += f" (broker busy {m['broker_busy']:.0%})"
     return text
 
 
@@ -312,6 +345,34 @@ def render(workloads: list[Workload], clients: list[str], table: dict[Any, Any])
                 f"| {'' if cpu is None else f'{cpu:.3f}'} | {'' if rss is None else f'{rss:.0f}'} |"
             )
     return "\n".join(lines)
+
+
+def render_cpu(workloads: list[Workload], clients: list[str], table: dict[Any, Any]) -> str:
+    """Where the CPU goes in the flow workloads: per message, by process, and how busy the
+    broker was (medians)."""
+    lines = [
+        "| workload | client | publisher us/msg | subscriber us/msg | broker us/msg "
+        "| broker busy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for w in workloads:
+        if w.kind != "flow":
+            continue
+        for client in clients:
+            ms = table.get((w.name, client), [])
+            cells = []
+            for key, scale in (
+                ("pub_cpu_per_10k", 100),
+                ("sub_cpu_per_10k", 100),
+                ("broker_cpu_per_10k", 100),
+            ):
+                value = median_of(ms, key)
+                cells.append("" if value is None else f"{value * scale:.1f}")
+            busy = median_of(ms, "broker_busy")
+            cells.append("" if busy is None else f"{busy:.0%}")
+            if any(cells):
+                lines.append(f"| {w.name} | {client} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def machine() -> dict[str, Any]:

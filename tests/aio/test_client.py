@@ -89,6 +89,35 @@ def test_publish_resolves_only_after_puback() -> None:
         run(main())
 
 
+def test_qos0_written_at_once_returns_a_done_future_else_one_that_waits() -> None:
+    with FakeBroker() as broker:
+        server, accepted = _serve_one(broker)
+
+        async def main() -> None:
+            async with Client(broker.url, reconnect_period=0.2) as client:
+                await asyncio.to_thread(server.join, 5)
+                conn = accepted[0]
+                sent = client.publish("t", "now", qos=0)
+                assert sent.done()
+                assert sent.result() == 0
+                assert (await asyncio.to_thread(conn.expect, Publish)).payload == b"now"
+                # Connection gone: the message waits for the next one, and so does its future.
+                await asyncio.to_thread(conn.close)
+                for _ in range(100):
+                    if not client.connected:
+                        break
+                    await asyncio.sleep(0.01)
+                assert not client.connected
+                queued = client.publish("t", "later", qos=0)
+                assert not queued.done()
+                second = await asyncio.to_thread(broker.accept)
+                await asyncio.to_thread(second.handshake)
+                assert (await asyncio.to_thread(second.expect, Publish)).payload == b"later"
+                assert await asyncio.wait_for(queued, 5) == 0
+
+        run(main())
+
+
 def test_incoming_qos1_acknowledged_after_loop_body() -> None:
     with FakeBroker() as broker:
         server, accepted = _serve_one(broker)

@@ -63,6 +63,46 @@ def test_qos0_is_sent_at_once_and_completes_when_written(level: int) -> None:
     assert c.session.pending == 0
 
 
+def test_publish_now_sends_qos0_at_once_with_no_completion_event() -> None:
+    c = Conversation(4)
+    c.handshake()
+    assert c.session.publish_now(prepare_publish("a/b", b"zero", 0, True), c.now) is True
+    assert c.sent() == [Publish("a/b", b"zero", 0, True, False, None)]
+    assert c.events() == []  # done: the caller completes it
+    assert c.session.pending == 0
+
+
+def test_publish_now_declines_what_cannot_go_at_once_and_changes_nothing() -> None:
+    c = Conversation(4, max_inflight=1)
+    request = prepare_publish("a/b", b"zero", 0)
+    assert c.session.publish_now(request, c.now) is False  # not connected yet
+    c.handshake()
+    assert c.session.publish_now(prepare_publish("a/b", b"one", 1), c.now) is False  # QoS 1
+    c.publish("a/b", b"first", 1, token="t1")  # in flight: the window of 1 is full
+    c.publish("a/b", b"second", 1, token="t2")  # queued
+    c.sent()
+    # A QoS 0 message must not overtake the queued one: publish() queues it behind.
+    assert c.session.publish_now(request, c.now) is False
+    assert c.sent() == []
+    assert c.events() == []
+    c.publish("a/b", b"zero", 0, token="t0")
+    c.send(PubAck(1))
+    assert [p.payload for p in c.sent() if isinstance(p, Publish)] == [b"second", b"zero"]
+
+
+def test_publish_now_declines_mqtt5_and_traced_sessions() -> None:
+    c = Conversation(5)
+    c.handshake()
+    request = prepare_publish("a/b", b"zero", 0, protocol_level=5)
+    assert c.session.publish_now(request, c.now) is False
+    c = Conversation(4, trace_packets=True)
+    c.connect()
+    c.send(ConnAck(False, 0))
+    c.events()
+    assert c.session.publish_now(prepare_publish("a/b", b"zero", 0), c.now) is True
+    assert [type(e).__name__ for e in c.events()] == ["PacketSent"]
+
+
 @LEVELS
 def test_qos1_completes_on_puback(level: int) -> None:
     c = Conversation(level)

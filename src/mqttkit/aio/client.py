@@ -63,6 +63,7 @@ class Client:
     ) -> None:
         self.options: ClientOptions = parse_options(url, options, **kwargs)
         self._engine: Engine | None = None
+        self._written: _Token | None = None  # the completed future of QoS 0 sent at once
         self._messages: deque[tuple[Publish, s.Ack | None]] | None = None  # made on first use
         self._message_waiter: asyncio.Future[None] | None = None
         self._connect_waiter: asyncio.Future[ConnAck] | None = None
@@ -209,7 +210,8 @@ class Client:
     ) -> asyncio.Future[int]:
         """Publish a message: queued at once; the returned future completes when its QoS flow
         has (QoS 0: when written). ``await client.publish(...)`` waits for it; not awaiting it
-        is fire-and-forget (the message is sent all the same).
+        is fire-and-forget (the message is sent all the same). A QoS 0 message that goes out
+        at once gets a future that is already done (the same one for all of them).
 
         Returns:
             A future of the PUBACK / PUBREC reason code (MQTT 5; 0 otherwise).
@@ -224,6 +226,13 @@ class Client:
         request = s.prepare_publish(
             topic, payload, qos, retain, properties, self.options.protocol_version
         )
+        if not request.qos and engine.publish_now(request):
+            # Written at once (QoS 0): done already. One completed future serves them all.
+            written = self._written
+            if written is None or written.get_loop() is not engine.loop:
+                written = self._written = _Token(loop=engine.loop)
+                written.set_result(0)
+            return written
         token = _Token(loop=engine.loop)
         engine.publish(request, token)
         if token.done() and token.exception() is not None:

@@ -253,8 +253,28 @@ class Engine:
         self._stop_reconnecting = False
         self._run_task = self.loop.create_task(self._run())
 
+    def publish_now(self, request: s.PublishRequest) -> bool:
+        """QoS 0 that can be written at once: put it in the output and return True (it is
+        done); otherwise False, nothing changed (use :meth:`publish`)."""
+        if self.state != _RUNNING or not self.session.publish_now(request, self.loop.time()):
+            return False
+        if self.session.output_full:
+            self._flush()  # a whole batch mid-burst: write it now (see _after)
+        if self._batching:
+            return True  # _run_commands processes events and flushes once for the batch
+        if self.session.config.trace_packets:
+            self._process_events()  # its PacketSent
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        return True
+
     def publish(self, request: s.PublishRequest, token: Token | None) -> None:
         """Queue a publish; ``token`` resolves when its QoS flow completes."""
+        if not request.qos and self.publish_now(request):
+            if token is not None:
+                token.resolve(0)
+            return
         if self.state in (_CLOSED, _CLOSING):
             if token is not None:
                 token.reject(ClientClosedError("the client is closed; call connect() first"))

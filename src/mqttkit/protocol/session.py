@@ -946,14 +946,7 @@ class ClientSession:
                 topic_field = request.topic_field
                 if request.properties_bytes is not None and request.properties.topic_alias:
                     topic_field = self._wire_topic_field(request)
-                data = codec.encode_publish_parts(
-                    request.first, topic_field, 0, request.properties_bytes, request.payload
-                )
-                self._out.append(data)
-                self._out_size += len(data)
-                self._last_sent = now
-                if self.config.trace_packets:
-                    self._events.append(PacketSent(codec.decode(self._out[-1], self._level)))
+                self._write_qos0(request, topic_field, now)
                 if token is not None:
                     self._events.append(PublishCompleted(token))
                 return
@@ -975,6 +968,34 @@ class ClientSession:
             self.config.outgoing_store.put(entry.seq, entry.data)
         queue.append(entry)
         self._queued_bytes += len(request.payload)
+
+    def publish_now(self, request: PublishRequest, now: float) -> bool:
+        """The fast path for QoS 0 (MQTT 3.x): if the message can go right now (connected,
+        nothing queued before it, room in the output), put it in :meth:`data_to_send` and
+        return True: it is done, and no :class:`PublishCompleted` event follows. Otherwise
+        return False, having changed nothing: call :meth:`publish`."""
+        if (
+            request.qos
+            or request.properties_bytes is not None
+            or self._level == MQTT_5
+            or self.state is not State.CONNECTED
+            or self._queue
+            or not self._writable
+            or self._out_size >= OUT_LIMIT
+        ):
+            return False
+        self._write_qos0(request, request.topic_field, now)
+        return True
+
+    def _write_qos0(self, request: PublishRequest, topic_field: bytes, now: float) -> None:
+        data = codec.encode_publish_parts(
+            request.first, topic_field, 0, request.properties_bytes, request.payload
+        )
+        self._out.append(data)
+        self._out_size += len(data)
+        self._last_sent = now
+        if self.config.trace_packets:
+            self._events.append(PacketSent(codec.decode(data, self._level)))
 
     def _queue_full(self, size: int) -> bool:
         cfg = self.config
