@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mqttkit.protocol import session as session_module
 from mqttkit.protocol.codec import encode_packet
 from mqttkit.protocol.errors import (
     InvalidArgumentError,
@@ -46,10 +47,12 @@ from mqttkit.protocol.packets import (
     Unsubscribe,
 )
 from mqttkit.protocol.session import (
+    NO_PROPERTIES,
     AuthReceived,
     ConnectionClosing,
     MessageReceived,
     PublishCompleted,
+    PublishRequest,
     ServerDisconnected,
     State,
     SubscribeCompleted,
@@ -411,6 +414,43 @@ def test_prepare_publish_refuses_a_payload_that_is_not_bytes(payload: object) ->
 )
 def test_prepare_publish_takes_str_and_bytes_likes(payload: object) -> None:
     assert prepare_publish("t", payload).payload == b"\xc3\xa9"
+
+
+_SLOTS = (
+    "alias_only", "first", "payload", "properties", "properties_bytes", "qos", "retain",
+    "topic", "topic_bytes", "topic_field",
+)  # fmt: skip
+
+
+@given(
+    topic=st.text(
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="+#\x00"),
+        min_size=1,
+        max_size=40,
+    ),
+    payload=st.binary(max_size=50),
+    qos=st.integers(0, 2),
+    retain=st.sampled_from([False, True, 0, 1]),
+)
+@settings(max_examples=300, deadline=None)
+def test_prepare_publish_fast_path_builds_what_the_constructor_builds(
+    topic: str, payload: bytes, qos: int, retain: object
+) -> None:
+    for _ in range(2):  # the second time from the cache of topic fields
+        fast = prepare_publish(topic, payload, qos, retain)
+        slow = PublishRequest(
+            topic, topic.encode(), payload, qos, bool(retain), NO_PROPERTIES, None
+        )
+        assert {k: getattr(fast, k) for k in _SLOTS} == {k: getattr(slow, k) for k in _SLOTS}
+
+
+def test_prepare_publish_caches_topics_within_a_bound() -> None:
+    with pytest.raises(InvalidTopicError):
+        prepare_publish("bad/+", b"x")
+    assert "bad/+" not in session_module._TOPIC_FIELDS  # a refused name is not kept
+    for i in range(session_module._TOPIC_FIELDS_MAX + 10):
+        prepare_publish(f"many/{i}", b"x")
+    assert len(session_module._TOPIC_FIELDS) <= session_module._TOPIC_FIELDS_MAX
 
 
 def test_prepare_publish_refuses_properties_on_311() -> None:

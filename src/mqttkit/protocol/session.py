@@ -429,6 +429,22 @@ def _check_properties(props: object, level: int, what: str) -> Properties:
     return props
 
 
+#: Validated topic names and their wire fields (length prefix + UTF-8), for the fast path of
+#: prepare_publish(): applications publish to a handful of topics, millions of times.
+_TOPIC_FIELDS: dict[str, tuple[bytes, bytes]] = {}
+_TOPIC_FIELDS_MAX = 4096
+_new_object = object.__new__
+
+
+def _topic_fields(topic: str) -> tuple[bytes, bytes]:
+    topic_bytes = validate_topic_name(topic)  # raises for a bad name: nothing cached then
+    fields = (topic_bytes, _U16.pack(len(topic_bytes)) + topic_bytes)
+    if len(_TOPIC_FIELDS) >= _TOPIC_FIELDS_MAX:
+        _TOPIC_FIELDS.clear()  # many distinct topics: start over rather than grow without bound
+    _TOPIC_FIELDS[topic] = fields
+    return fields
+
+
 def prepare_publish(
     topic: object,
     payload: object,
@@ -456,9 +472,20 @@ def prepare_publish(
         and len(payload) < 268_000_000
     ):
         # The common case, with the fewest calls: plain topic, bytes payload, MQTT 3.x.
-        return PublishRequest(
-            topic, validate_topic_name(topic), payload, qos, bool(retain), NO_PROPERTIES, None
-        )
+        fields = _TOPIC_FIELDS.get(topic)
+        if fields is None:
+            fields = _topic_fields(topic)
+        request: PublishRequest = _new_object(PublishRequest)
+        request.topic = topic
+        request.topic_bytes, request.topic_field = fields
+        request.payload = payload
+        request.qos = qos
+        request.retain = retain = bool(retain)
+        request.properties = NO_PROPERTIES
+        request.properties_bytes = None
+        request.first = 0x30 | (qos << 1) | retain
+        request.alias_only = False
+        return request
     props = _check_properties(properties, protocol_level, "publish")
     if isinstance(topic, str) and topic == "" and props.topic_alias is not None:
         topic_bytes = b""  # an empty topic name with a topic alias [MQTT-3.3.2-?]
