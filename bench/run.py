@@ -209,7 +209,10 @@ def main() -> int:
     parser.add_argument("--workloads", default=",".join(w.name for w in WORKLOADS))
     parser.add_argument("--clients", default=",".join(CLIENTS))
     parser.add_argument("--out", default=None, help="JSON file for the raw results")
+    parser.add_argument("--render", default=None, help="print the tables of a raw results file")
     args = parser.parse_args()
+    if args.render:
+        return render_file(Path(args.render))
     repeats = args.repeats or (1 if args.quick else 3)
     wanted = args.workloads.split(",")
     clients = args.clients.split(",")
@@ -273,6 +276,28 @@ def main() -> int:
         for f in failures:
             print("  " + f)
         return 1
+    return 0
+
+
+def render_file(path: Path) -> int:
+    """Print the tables of an earlier run from its raw results."""
+    raw = json.loads(path.read_text())
+    table: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    clients: list[str] = []
+    names: list[str] = []
+    for run in raw["runs"]:
+        table.setdefault((run["workload"], run["client"]), []).append(run["metrics"])
+        if run["client"] not in clients:
+            clients.append(run["client"])
+        if run["workload"] not in names:
+            names.append(run["workload"])
+    workloads = [w for w in WORKLOADS if w.name in names]
+    print(f"machine: {raw['machine']}\n")
+    print(render(workloads, clients, table))
+    cpu_table = render_cpu(workloads, clients, table)
+    if cpu_table:
+        print("\nCPU per message by process (publisher, subscriber, broker):\n")
+        print(cpu_table)
     return 0
 
 
@@ -340,8 +365,9 @@ def render(workloads: list[Workload], clients: list[str], table: dict[Any, Any])
             unit = {"msgs_per_s": "msg/s", "mb_per_s": "MB/s", "p50_ms": "ms p50", "seconds": "s"}[
                 key
             ]
+            shown = f"{value:,.0f}" if value >= 1000 else f"{value:,.4g}"
             lines.append(
-                f"| {w.name} | {client} | {value:,.4g} {unit}{extra} | {ratios[0]} | {ratios[1]} "
+                f"| {w.name} | {client} | {shown} {unit}{extra} | {ratios[0]} | {ratios[1]} "
                 f"| {'' if cpu is None else f'{cpu:.3f}'} | {'' if rss is None else f'{rss:.0f}'} |"
             )
     return "\n".join(lines)

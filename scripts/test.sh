@@ -9,4 +9,6 @@ python -m ruff check src tests examples tools bench
 python -m ruff format --check src tests examples tools bench
 python -m mypy src
 python -m pytest "$@"
-python bench/run.py --quick --out "${TMPDIR:-/tmp}/mqttkit-bench-quick.json"
+python bench/run.py --quick --clients mqttkit-sync,mqttkit-inline,mqttkit-aio,paho,gmqtt,raw \
+    --out "${TMPDIR:-/tmp}/mqttkit-bench-quick.json"
+python bench/run.py --render "${TMPDIR:-/tmp}/mqttkit-bench-quick.json" > /dev/null
