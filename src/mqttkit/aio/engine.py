@@ -67,7 +67,8 @@ class Listener(Protocol):
 
     def message(self, message: Publish, ack: s.Ack | None) -> None:
         """An incoming message: ``emit("message", message, ack)``, as a direct call (per
-        message, the hot path)."""
+        message, the hot path). Always followed by :meth:`events_done` once the batch of
+        events it belongs to has been reported."""
 
     def stopped(self) -> None:
         """The engine is idle: no event comes until it is started again."""

@@ -255,10 +255,10 @@ class _LoopListener:
             self.emit("dropped", message)
             return
         self.shipped += 1
+        # No call_soon(self._ship) here: the engine ends every batch of messages with
+        # events_done(), which ships it; scheduling one anyway cost an extra loop iteration
+        # (an epoll_wait and a callback) per read.
         self._batch.append(("message", message, ack))
-        if not self._scheduled:
-            self._scheduled = True
-            client._loop.call_soon(self._ship)
 
     def callback(self, handle: Handle) -> None:
         self.emit("_callback", handle)
