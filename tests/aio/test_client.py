@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
+import time
 
 import pytest
 
 import mqttkit
 from mqttkit.aio import Client
+from mqttkit.aio.engine import WRITE_DELAY
 from mqttkit.protocol.packets import Disconnect, PubAck, Publish
 from mqttkit.testing import MosquittoBroker
 from tests.support.fake_broker import FakeBroker, FakeConnection
@@ -325,6 +327,30 @@ def test_a_burst_that_does_not_yield_streams_out_while_it_runs() -> None:
                 await client.flush()
                 for _ in range(299):
                     await asyncio.to_thread(conn.expect, Publish)
+
+        run(main())
+
+
+def test_a_slow_burst_that_does_not_yield_streams_out_after_write_delay() -> None:
+    # Small messages published by a loop that never awaits but takes its time (here, sleeping
+    # between messages; in practice, many clients publishing in turn, or work between
+    # publishes): the output is written once the oldest of it has waited WRITE_DELAY, not
+    # only when 256 KB are ready or the loop yields. Checked, as above, by reading from the
+    # broker while the event loop is still blocked.
+    with FakeBroker() as broker:
+        server, accepted = _serve_one(broker)
+
+        async def main() -> None:
+            async with Client(broker.url, reconnect_period=0) as client:
+                await asyncio.to_thread(server.join, 5)
+                conn = accepted[0]
+                client.publish("slow/t", b"first")
+                time.sleep(WRITE_DELAY * 3)  # blocks the loop: only a write-through can send
+                client.publish("slow/t", b"second")
+                first = conn.expect(Publish, timeout=5)  # the loop is still blocked here
+                assert first.payload == b"first"
+                await client.flush()
+                assert (await asyncio.to_thread(conn.expect, Publish)).payload == b"second"
 
         run(main())
 

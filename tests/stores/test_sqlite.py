@@ -746,14 +746,22 @@ def test_client_killed_mid_flow_is_finished_by_the_next_one(
             for r in proxy.records("s2c", PubRec)
             if r.connection == 0 and r.forwarded
         }
-        assert rel | pub_ids == first_ids
+        # Every flow resumes (those written after the cut never reached the proxy's record of
+        # the first connection: the client wrote them before it learned of the cut).
+        assert len(rel | pub_ids) == count
+        assert first_ids <= rel | pub_ids
         assert not rel & pub_ids
         assert rel
         assert rel <= recd
         assert all(r.dup for r in pub)
     else:
-        dup = {r.packet.packet_id for r in resent if r.type_name == "PUBLISH" and r.dup}  # type: ignore[union-attr]
-        assert dup == first_ids
+        # Every flow is sent again, and with DUP at least each one the broker may have seen
+        # (the proxy saw it on the first connection). A message written after the cut, before
+        # the client learned of it, counts as sent too: DUP as well.
+        pub = [r for r in resent if r.type_name == "PUBLISH"]
+        dup = {r.packet.packet_id for r in pub if r.dup}  # type: ignore[union-attr]
+        assert len(pub) == count
+        assert first_ids <= dup
     got = Counter(m[1] for m in received.messages)
     assert set(got) == expected
     if qos == 2:

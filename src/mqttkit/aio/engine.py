@@ -99,6 +99,10 @@ def backoff_delay(attempt: int, period: float, maximum: float, rng: random.Rando
     return delay / 2 + jitter * delay / 2
 
 
+#: Longest an output waits to be written during a burst of calls that does not yield (see
+#: Engine._write_through): long enough to batch a burst, short enough to keep the broker busy.
+WRITE_DELAY = 0.001
+
 #: Jitter for reconnect delays (one generator for every engine in the process).
 _RNG = random.Random()
 
@@ -180,6 +184,7 @@ class Engine:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._flush_scheduled = False
+        self._out_since = -1.0  # when the oldest output not yet written was added (-1: none)
         # Called once the session has nothing pending (flush(), graceful close).
         self._drain_waiters: list[Callable[[], None]] = []
         self._close_tokens: list[Token] = []
@@ -257,10 +262,10 @@ class Engine:
     def publish_now(self, request: s.PublishRequest) -> bool:
         """QoS 0 that can be written at once: put it in the output and return True (it is
         done); otherwise False, nothing changed (use :meth:`publish`)."""
-        if self.state != _RUNNING or not self.session.publish_now(request, self.loop.time()):
+        now = self.loop.time()
+        if self.state != _RUNNING or not self.session.publish_now(request, now):
             return False
-        if self.session.output_full:
-            self._flush()  # a whole batch mid-burst: write it now (see _after)
+        self._write_through(now)
         if self._batching:
             return True  # _run_commands processes events and flushes once for the batch
         if self.session.config.trace_packets:
@@ -280,8 +285,9 @@ class Engine:
             if token is not None:
                 token.reject(ClientClosedError("the client is closed; call connect() first"))
             return
+        now = self.loop.time()
         try:
-            self.session.publish(request, self.loop.time(), token)
+            self.session.publish(request, now, token)
         except MQTTError as exc:
             if token is not None:
                 token.reject(exc)
@@ -292,7 +298,7 @@ class Engine:
             if token is not None:
                 token.reject(error)
             return
-        self._after()
+        self._after(now)
 
     def subscribe(self, request: s.SubscribeRequest, token: Token | None) -> None:
         """Queue a SUBSCRIBE; ``token`` resolves with the SubscribeCompleted event."""
@@ -567,13 +573,9 @@ class Engine:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _after(self) -> None:
+    def _after(self, now: float | None = None) -> None:
         """After an operation: dispatch events and flush soon (coalescing many calls)."""
-        if self.session.output_full:
-            # A whole batch is ready in the middle of a burst of calls (a publishing loop that
-            # does not yield, or a large batch of commands): write it now, so that the burst
-            # streams out while the rest is encoded rather than all of it at the end.
-            self._flush()
+        self._write_through(self.loop.time() if now is None else now)
         if self._batching:
             return  # _run_commands does it once for the whole batch
         self._process_events()
@@ -581,12 +583,26 @@ class Engine:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
+    def _write_through(self, now: float) -> None:
+        """Output may have been added at ``now``. Normally it is written at the end of this
+        loop iteration (one write for a burst of calls), but in the middle of a burst that does
+        not yield (a publishing loop without ``await``, a large batch of commands, many clients
+        publishing in turn) it is written at once when a whole batch (about 256 KB) waits or
+        the oldest of it has waited ``WRITE_DELAY``: the burst streams out while the rest is
+        encoded, and the broker starts on it, instead of all of it leaving at the end."""
+        since = self._out_since
+        if self.session.output_full or (since >= 0.0 and now - since >= WRITE_DELAY):
+            self._flush()
+        elif since < 0.0:
+            self._out_since = now
+
     def _after_now(self) -> None:
         self._process_events()
         self._flush()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._out_since = -1.0
         session = self.session
         protocol = self._protocol
         transport = protocol.transport if protocol is not None else None
