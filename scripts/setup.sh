@@ -1,14 +1,38 @@
 #!/usr/bin/env bash
 # Installs what mqttkit's examples and tests need on a fresh Debian/Ubuntu machine:
-# the Mosquitto broker (only when missing) and the package with its dev dependency group.
+# the Mosquitto broker and the NATS server (each only when missing; the tests start their own
+# on free ports, never the system-wide service) and the package with its dev dependency group.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+# have NAME: the binary is on $PATH or in /usr/sbin (often not on a user's $PATH).
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+
+missing=()
+have mosquitto || missing+=(mosquitto)
+have nats-server || missing+=(nats-server)
+
+if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+  # Keep the packages from starting their system-wide services (they would take ports 1883
+  # and 4222): invoke-rc.d asks /usr/sbin/policy-rc.d, and exit status 101 means "action
+  # forbidden" (Debian's documented mechanism, /usr/share/doc/init-system-helpers/README.policy-rc.d).
+  created_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  remove_policy() {
+    if [ -n "$created_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+  }
+  trap remove_policy EXIT
   $SUDO apt-get update
-  $SUDO apt-get install -y mosquitto
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+  remove_policy
+  created_policy=""
+  trap - EXIT
 fi
 
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1

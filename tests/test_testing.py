@@ -1,7 +1,9 @@
-"""Tests of mqttkit.testing: the throw-away Mosquitto broker and its pytest fixtures.
+"""Tests of mqttkit.testing: the throw-away Mosquitto broker, NATS server and their fixtures.
 
-These talk to the broker with raw sockets and the codec only, so that they hold whatever state
-the client is in. Facts about Mosquitto 2.0.11 the rest of the suite relies on are pinned here.
+These talk to the brokers with raw sockets and the codec only, so that they hold whatever state
+the client is in (one NATS test also runs the public client through the gateway). Facts about
+Mosquitto 2.0.11 and nats-server 2.9's MQTT gateway the rest of the suite relies on are pinned
+here.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -28,8 +31,17 @@ from mqttkit.protocol.packets import (
     Subscribe,
     Subscription,
 )
-from mqttkit.testing import MosquittoBroker, MosquittoError, MosquittoNotFoundError, TLSFiles
+from mqttkit.testing import (
+    MosquittoBroker,
+    MosquittoError,
+    MosquittoNotFoundError,
+    NatsServer,
+    NatsServerError,
+    NatsServerNotFoundError,
+    TLSFiles,
+)
 from tests.support.fake_broker import PacketSocket, connect_client
+from tests.support.recorder import Recorder
 
 
 def connack(
@@ -426,3 +438,216 @@ def test_log_types_and_extra_config(mosquitto_factory: Callable[..., MosquittoBr
     assert "Sending CONNACK" in broker.log_text()  # debug lines are in "all"
     text = Path(broker.config_path).read_text()
     assert text.rstrip().endswith("max_keepalive 100")
+
+
+# -- NATS server (MQTT gateway) ------------------------------------------------------------------
+# Facts about nats-server 2.9's MQTT gateway, pinned with hand-encoded bytes.
+
+
+def raw_connect(client_id: bytes, level: int = MQTT_3_1_1) -> bytes:
+    """CONNECT by hand: protocol "MQTT" at ``level``, clean session, keepalive 60 s."""
+    variable = b"\x00\x04MQTT" + bytes([level, 0x02, 0, 60])
+    if level == MQTT_5:
+        variable += b"\x00"  # no properties
+    body = variable + len(client_id).to_bytes(2, "big") + client_id
+    return bytes([0x10, len(body)]) + body
+
+
+def raw_nats_client(server: NatsServer, client_id: str) -> PacketSocket:
+    client = connect_client(server.host, server.mqtt_port)
+    client.send_raw(raw_connect(client_id.encode()))
+    assert client.recv_frame() == b"\x20\x02\x00\x00"  # CONNACK, accepted
+    return client
+
+
+def test_nats_server_starts_on_free_loopback_ports(nats_server: NatsServer) -> None:
+    assert nats_server.running
+    assert nats_server.host == "127.0.0.1"
+    assert nats_server.mqtt_port not in (1883, 4222)
+    assert nats_server.client_port not in (1883, 4222, nats_server.mqtt_port)
+    assert nats_server.port == nats_server.mqtt_port
+    assert nats_server.url == f"mqtt://127.0.0.1:{nats_server.mqtt_port}"
+    assert nats_server.nats_url == f"nats://127.0.0.1:{nats_server.client_port}"
+    log = nats_server.log_text()
+    assert f"Listening for MQTT clients on mqtt://127.0.0.1:{nats_server.mqtt_port}" in log
+    assert "Server is ready" in log
+    config = nats_server.config_path.read_text()
+    assert f'listen: "127.0.0.1:{nats_server.mqtt_port}"' in config
+    assert str(nats_server.directory) in config  # its own JetStream store
+
+
+def test_nats_round_trip_with_the_client(nats_server: NatsServer, make_client: Any) -> None:
+    client = make_client(url=nats_server.url, protocol_version=4, clean=True, client_id="rt")
+    rec = Recorder(client, ("connect", "error", "message"))
+    rec.wait_for("connect")
+    granted = client.subscribe("nats/rt/#", qos=1).result(5)
+    assert [g.qos for g in granted] == [1]
+    client.publish("nats/rt/a", b"hello nats", qos=1).result(5)
+    rec.wait_until(lambda: len(rec.messages) >= 1, timeout=5, what="the message back")
+    topic, payload, *_ = rec.messages[0]
+    assert (topic, payload) == ("nats/rt/a", b"hello nats")
+    assert "error" not in rec.names()
+
+
+def test_nats_qos1_round_trip_raw(nats_server: NatsServer) -> None:
+    with raw_nats_client(nats_server, "rt-raw") as client:
+        # SUBSCRIBE id 1, "raw/t" at QoS 1 -> SUBACK granting QoS 1.
+        client.send_raw(b"\x82\x0a\x00\x01\x00\x05raw/t\x01")
+        assert client.recv_frame() == b"\x90\x03\x00\x01\x01"
+        # PUBLISH QoS 1, id 7 -> PUBACK 7, and the message back with the server's own id.
+        client.send_raw(b"\x32\x0b\x00\x05raw/t\x00\x07hi")
+        frames = {client.recv_frame(), client.recv_frame()}
+        assert frames == {b"\x40\x02\x00\x07", b"\x32\x0b\x00\x05raw/t\x00\x01hi"}
+
+
+def test_nats_answers_mqtt5_with_a_311_refusal(nats_server: NatsServer) -> None:
+    with connect_client(nats_server.host, nats_server.mqtt_port) as client:
+        client.send_raw(raw_connect(b"v5", MQTT_5))
+        # A 3.1.1 CONNACK, return code 1 (unacceptable protocol version), then the close.
+        assert client.recv_frame() == b"\x20\x02\x00\x01"
+        assert client.closed()
+
+
+def test_nats_closes_an_mqtt31_connect_without_answer(nats_server: NatsServer) -> None:
+    with connect_client(nats_server.host, nats_server.mqtt_port) as client:
+        client.send_raw(b"\x10\x11\x00\x06MQIsdp\x03\x02\x00\x3c\x00\x03v31")
+        assert client.closed()
+        assert not client.received
+
+
+def test_nats_closes_on_qos2_publish(nats_server: NatsServer) -> None:
+    with raw_nats_client(nats_server, "qos2") as client:
+        client.send_raw(b"\x34\x0b\x00\x05raw/q\x00\x01hi")  # QoS 2, id 1
+        assert client.closed()
+        assert not client.received  # no PUBREC, nothing
+
+
+def test_nats_grants_qos2_subscriptions_as_qos1(nats_server: NatsServer) -> None:
+    with raw_nats_client(nats_server, "subqos2") as client:
+        client.send_raw(b"\x82\x0a\x00\x01\x00\x05raw/s\x02")
+        assert client.recv_frame() == b"\x90\x03\x00\x01\x01"
+
+
+@pytest.mark.parametrize("char", [b".", b" "], ids=["dot", "space"])
+def test_nats_refuses_dots_and_spaces_in_topics(nats_server: NatsServer, char: bytes) -> None:
+    with raw_nats_client(nats_server, f"topics-{ord(char)}") as client:
+        # A filter with it is refused (SUBACK 0x80); the connection stays.
+        client.send_raw(b"\x82\x0a\x00\x02\x00\x05raw" + char + b"f\x01")
+        assert client.recv_frame() == b"\x90\x03\x00\x02\x80"
+        # A PUBLISH (QoS 0) to a topic with it closes the connection.
+        client.send_raw(b"\x30\x09\x00\x05raw" + char + b"thi")
+        assert client.closed()
+    assert "'.' not supported for MQTT topics" in nats_server.log_text()
+
+
+def test_nats_stop_leaves_no_process_and_close_removes_the_directory() -> None:
+    server = NatsServer()
+    try:
+        server.start()
+        pid, port, directory = server.pid, server.mqtt_port, server.directory
+        assert pid is not None
+        assert (directory / "jetstream").is_dir()
+        server.stop()
+        assert not server.running
+        assert server.pid is None
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # reaped: no process, not even a zombie
+        assert port_is_free(port)
+        assert "Server Exiting" in server.log_text()
+        assert directory.exists()  # stop() keeps it for restart() and the log
+    finally:
+        server.close()
+    assert not directory.exists()
+    assert "Server Exiting" in server.log_text()  # kept in memory
+
+
+def test_nats_context_manager_and_restart_keep_the_ports() -> None:
+    with NatsServer() as server:
+        directory, port, first_pid = server.directory, server.mqtt_port, server.pid
+        server.restart()
+        assert server.mqtt_port == port
+        assert server.pid not in (None, first_pid)
+        with raw_nats_client(server, "restart"):
+            pass
+        server.kill()
+        assert not server.running
+        server.start()
+        with raw_nats_client(server, "kill"):
+            pass
+    assert not server.running
+    assert not directory.exists()
+
+
+def test_two_nats_servers_get_different_ports(
+    nats_server_factory: Callable[..., NatsServer],
+) -> None:
+    first, second = nats_server_factory(), nats_server_factory()
+    assert len({first.mqtt_port, first.client_port, second.mqtt_port, second.client_port}) == 4
+    assert first.directory != second.directory
+    for server in (first, second):
+        with raw_nats_client(server, "factory"):
+            pass
+
+
+# nats-server opens the MQTT port first: when the client port is taken, the MQTT port has
+# accepted connections for a moment before the server exits.
+@pytest.mark.parametrize("which", ["client", "mqtt"])
+def test_nats_port_taken_is_retried(monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        original = NatsServer._choose_ports
+        calls: list[int] = []
+
+        def choose() -> dict[str, int]:
+            calls.append(1)
+            ports = original()
+            return {**ports, which: taken} if len(calls) == 1 else ports
+
+        monkeypatch.setattr(NatsServer, "_choose_ports", staticmethod(choose))
+        with NatsServer() as server:
+            assert len(calls) == 2
+            assert taken not in (server.client_port, server.mqtt_port)
+            with raw_nats_client(server, f"retried-{which}"):
+                pass
+
+
+def test_nats_startup_failure_reports_the_log() -> None:
+    server = NatsServer(extra_config="no_such_option: 1")
+    with pytest.raises(NatsServerError, match="no_such_option") as excinfo:
+        server.start()
+    server.close()
+    assert "exited with status" in str(excinfo.value)
+    assert not server.running
+
+
+def test_nats_server_that_never_listens_times_out(tmp_path: Path) -> None:
+    server = NatsServer(executable=fake_executable(tmp_path, "exec sleep 60"), startup_timeout=0.3)
+    with pytest.raises(NatsServerError, match=r"did not accept MQTT connections within 0\.3 s"):
+        server.start()
+    assert not server.running
+    server.close()
+
+
+def test_missing_nats_server_names_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setitem(testing._FALLBACK_PATHS, "nats-server", (str(tmp_path / "nats-server"),))
+    with pytest.raises(NatsServerNotFoundError) as excinfo:
+        testing.find_nats_server()
+    assert str(excinfo.value) == (
+        "nats-server not found: install it with `apt-get update && apt-get install -y nats-server`"
+    )
+    with pytest.raises(NatsServerNotFoundError, match="apt-get install -y nats-server"):
+        NatsServer().start()
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y nats-server"):
+        testing._start_or_fail(NatsServer())
+
+
+def test_tests_using_the_nats_fixtures_are_marked(
+    nats_server: NatsServer, request: pytest.FixtureRequest
+) -> None:
+    assert request.node.get_closest_marker("nats") is not None
+    assert request.node.get_closest_marker("mosquitto") is None

@@ -1,16 +1,18 @@
-"""Test helpers: a throw-away Mosquitto broker on free loopback ports, and pytest fixtures.
+"""Test helpers: throw-away brokers on free loopback ports, and pytest fixtures.
 
 This module owns starting, restarting and stopping real Mosquitto brokers for tests and
 benchmarks: it writes each broker's configuration (listeners, authentication, TLS, WebSocket,
 persistence, limits, logging) into a private temporary directory, picks free ports on
 127.0.0.1 (never 1883), waits until the broker accepts connections and reports its log when it
-does not. It also registers the fixtures ``mosquitto``, ``mosquitto_factory`` and
-``mosquitto_auth`` as a pytest plugin (entry point ``pytest11``).
+does not. :class:`NatsServer` does the same for a second, very different broker: a NATS server
+with its MQTT gateway (MQTT 3.1.1 only, QoS 0/1, JetStream-backed sessions). It also registers
+the fixtures ``mosquitto``, ``mosquitto_factory``, ``mosquitto_auth``, ``nats_server`` and
+``nats_server_factory`` as a pytest plugin (entry point ``pytest11``).
 
-It must import wherever pytest runs, with or without Mosquitto installed, and it must not import
-the rest of mqttkit: a broken client must not break the tools that test it. pytest itself is
-optional: without it the fixtures are simply not defined. A test that needs Mosquitto and cannot
-find it *fails* with the install command; it never skips.
+It must import wherever pytest runs, with or without Mosquitto or NATS installed, and it must not
+import the rest of mqttkit: a broken client must not break the tools that test it. pytest itself
+is optional: without it the fixtures are simply not defined. A test that needs a broker and
+cannot find it *fails* with the install command; it never skips.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import atexit
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -32,20 +35,28 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final, NoReturn
+from typing import IO, Any, Final, NoReturn, TypeVar
 
 __all__ = [
     "INSTALL_HINT",
+    "NATS_INSTALL_HINT",
     "MosquittoBroker",
     "MosquittoError",
     "MosquittoNotFoundError",
+    "NatsServer",
+    "NatsServerError",
+    "NatsServerNotFoundError",
     "TLSFiles",
     "find_mosquitto",
+    "find_nats_server",
     "free_port",
 ]
 
 #: How to get Mosquitto, quoted by every "not found" error.
 INSTALL_HINT: Final = "install it with `apt-get update && apt-get install -y mosquitto`"
+
+#: How to get the NATS server, quoted by every "not found" error about it.
+NATS_INSTALL_HINT: Final = "install it with `apt-get update && apt-get install -y nats-server`"
 
 #: The loopback address every broker listens on.
 LOOPBACK: Final = "127.0.0.1"
@@ -54,6 +65,11 @@ LOOPBACK: Final = "127.0.0.1"
 _FALLBACK_PATHS: Final = {
     "mosquitto": ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"),
     "mosquitto_passwd": ("/usr/bin/mosquitto_passwd", "/usr/local/bin/mosquitto_passwd"),
+    "nats-server": (
+        "/usr/sbin/nats-server",
+        "/usr/local/sbin/nats-server",
+        "/usr/local/bin/nats-server",
+    ),
 }
 
 #: Log types written by default: everything but the per-packet ``debug`` lines.
@@ -117,6 +133,18 @@ def find_mosquitto() -> str:
     return path
 
 
+def find_nats_server() -> str:
+    """Return the path of the ``nats-server`` binary.
+
+    Raises:
+        NatsServerNotFoundError: it is neither on ``$PATH`` nor in ``/usr/sbin``.
+    """
+    path = _find_binary("nats-server")
+    if path is None:
+        raise NatsServerNotFoundError(f"nats-server not found: {NATS_INSTALL_HINT}")
+    return path
+
+
 def free_port(host: str = LOOPBACK) -> int:
     """Return a TCP port that was free on ``host`` a moment ago (bind to port 0, then release).
 
@@ -137,7 +165,7 @@ def _port_accepts(host: str, port: int) -> bool:
 
 
 # Every broker still running, so that an interrupted test run does not leave orphans behind.
-_LIVE: weakref.WeakSet[MosquittoBroker] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[MosquittoBroker | NatsServer] = weakref.WeakSet()
 
 
 @atexit.register
@@ -625,31 +653,407 @@ class _PortInUseError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
+# NATS server with its MQTT gateway
+# ---------------------------------------------------------------------------------------------
+
+
+class NatsServerError(RuntimeError):
+    """The NATS server could not be started (or restarted); the message carries its log."""
+
+
+class NatsServerNotFoundError(NatsServerError):
+    """The ``nats-server`` binary is not installed."""
+
+
+#: The line nats-server logs once every listener (MQTT included) is open.
+_NATS_READY: Final = "Server is ready"
+
+
+class NatsServer:
+    """A real NATS server with its MQTT gateway on free loopback ports, with its own config.
+
+    NATS's MQTT gateway is a useful second opinion next to Mosquitto, and a strict one: it
+    speaks MQTT 3.1.1 only (an MQTT 5 CONNECT gets a 3.1.1 CONNACK with return code 1, an
+    MQTT 3.1 one is closed without an answer), grants QoS 2 subscriptions as QoS 1, closes the
+    connection on a QoS 2 PUBLISH and on a topic name containing ``.`` or a space, and refuses
+    (SUBACK 0x80) such a topic filter. It needs JetStream (sessions, retained messages and
+    QoS 1 messages live there) and a server name; both are configured here.
+
+    The configuration file, log and JetStream store live in a private temporary directory that
+    :meth:`close` (or leaving the ``with`` block) removes. Ports (the NATS client port and the
+    MQTT port) are chosen on the first :meth:`start` and kept by :meth:`restart`; the JetStream
+    store survives it too, so kept sessions (``clean=False``) and retained messages do.
+
+    Args:
+        server_name: NATS's ``server_name`` (JetStream requires one).
+        max_memory_store: JetStream's memory limit, in NATS units (``"256MB"``).
+        max_file_store: JetStream's disk limit for the private store directory (``"1GB"``).
+        debug: log debug and protocol trace lines (every MQTT packet) as well.
+        mqtt_config: lines inserted verbatim into the ``mqtt { ... }`` block (for example
+            ``'ack_wait: "5s"'`` or ``"max_ack_pending: 100"``).
+        extra_config: appended verbatim at the top level of the generated configuration.
+        executable: the nats-server binary; found on ``$PATH`` or in ``/usr/sbin`` by default.
+        startup_timeout: seconds to wait for the server to accept MQTT connections.
+    """
+
+    def __init__(
+        self,
+        *,
+        server_name: str = "mqttkit-test",
+        max_memory_store: str = "256MB",
+        max_file_store: str = "1GB",
+        debug: bool = False,
+        mqtt_config: str = "",
+        extra_config: str = "",
+        executable: str | None = None,
+        startup_timeout: float = 15.0,
+    ) -> None:
+        self.server_name = server_name
+        self.max_memory_store = max_memory_store
+        self.max_file_store = max_file_store
+        self.debug = debug
+        self.mqtt_config = mqtt_config
+        self.extra_config = extra_config
+        self.executable = executable
+        self.startup_timeout = startup_timeout
+
+        self._dir: Path | None = None
+        self._ports: dict[str, int] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._output: IO[bytes] | None = None
+        self._final_log = ""
+
+    # -- properties ------------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """The address every listener is bound to: ``127.0.0.1``."""
+        return LOOPBACK
+
+    def _port(self, name: str) -> int:
+        try:
+            return self._ports[name]
+        except KeyError:
+            raise RuntimeError("the NATS server has not been started yet") from None
+
+    @property
+    def mqtt_port(self) -> int:
+        """The MQTT (TCP) port of the gateway."""
+        return self._port("mqtt")
+
+    @property
+    def port(self) -> int:
+        """The same as :attr:`mqtt_port`, so code written for a Mosquitto broker works."""
+        return self.mqtt_port
+
+    @property
+    def client_port(self) -> int:
+        """The NATS protocol port (for NATS clients; MQTT clients use :attr:`mqtt_port`)."""
+        return self._port("client")
+
+    @property
+    def url(self) -> str:
+        """``mqtt://127.0.0.1:<mqtt_port>``."""
+        return f"mqtt://{LOOPBACK}:{self.mqtt_port}"
+
+    @property
+    def nats_url(self) -> str:
+        """``nats://127.0.0.1:<client_port>``."""
+        return f"nats://{LOOPBACK}:{self.client_port}"
+
+    @property
+    def directory(self) -> Path:
+        """The private directory holding the configuration, log and JetStream store."""
+        return self._workdir()
+
+    @property
+    def config_path(self) -> Path:
+        """The generated ``nats-server.conf``."""
+        return self._workdir() / "nats-server.conf"
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log (its stdout and stderr)."""
+        return self._workdir() / "nats-server.log"
+
+    @property
+    def store_dir(self) -> Path:
+        """JetStream's store directory (MQTT sessions, retained and QoS 1 messages)."""
+        return self._workdir() / "jetstream"
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while the server runs, else None."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_text(self) -> str:
+        """Return the server's log so far, also after :meth:`close`."""
+        if self._dir is None:
+            return self._final_log
+        with contextlib.suppress(FileNotFoundError):
+            return (self._dir / "nats-server.log").read_text(encoding="utf-8", errors="replace")
+        return ""
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def start(self) -> NatsServer:
+        """Start the server and wait until its MQTT gateway accepts TCP connections.
+
+        Returns:
+            self, so that ``server = NatsServer().start()`` reads well.
+
+        Raises:
+            NatsServerNotFoundError: the binary is missing.
+            NatsServerError: the server exited or did not listen in time; the message has its
+                log and configuration.
+        """
+        if self.running:
+            raise RuntimeError("the NATS server is already running")
+        executable = self.executable or find_nats_server()
+        if not os.access(executable, os.X_OK):
+            raise NatsServerNotFoundError(
+                f"nats-server not found at {executable}: {NATS_INSTALL_HINT}"
+            )
+        first = not self._ports
+        self._workdir(create=True)
+        attempts = _PORT_ATTEMPTS if first else 1
+        for attempt in range(attempts):
+            if first:
+                self._ports = self._choose_ports()
+            self.config_path.write_text(self._config_text(), encoding="utf-8")
+            try:
+                self._launch(executable)
+                return self
+            except _PortInUseError:
+                if attempt + 1 == attempts:
+                    raise NatsServerError(
+                        f"nats-server could not bind its ports after {attempts} attempts:\n"
+                        + self.log_text()
+                    ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server by its PID: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL.
+
+        The temporary directory stays (so :meth:`restart` and :meth:`log_text` work);
+        :meth:`close` removes it. Does nothing when the server is not running.
+        """
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=timeout)
+            self._proc = None
+        self._close_output()
+        _LIVE.discard(self)
+
+    def kill(self) -> None:
+        """Kill the server with SIGKILL (a crash: JetStream recovers its store on restart)."""
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+            self._proc = None
+        self._close_output()
+        _LIVE.discard(self)
+
+    def restart(self, timeout: float = 5.0) -> None:
+        """Stop (gracefully) and start again on the same ports; the JetStream store survives.
+
+        Raises:
+            NatsServerError: the server did not come back (a port was taken meanwhile...).
+        """
+        self.stop(timeout)
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server and remove its temporary directory (the log is kept in memory)."""
+        self.stop()
+        if self._dir is not None:
+            self._final_log = self.log_text()
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> NatsServer:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = f"mqtt_port={self._ports.get('mqtt')}" if self._ports else "not started"
+        return f"<NatsServer {state} running={self.running}>"
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _workdir(self, create: bool = False) -> Path:
+        if self._dir is None:
+            if not create:
+                raise RuntimeError("the NATS server has not been started yet (or was closed)")
+            self._dir = Path(tempfile.mkdtemp(prefix="mqttkit-nats-"))
+        return self._dir
+
+    @staticmethod
+    def _choose_ports() -> dict[str, int]:
+        # Hold both sockets until both are chosen, so the ports differ from each other.
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client,
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as mqtt,
+        ):
+            client.bind((LOOPBACK, 0))
+            mqtt.bind((LOOPBACK, 0))
+            return {"client": client.getsockname()[1], "mqtt": mqtt.getsockname()[1]}
+
+    def _config_text(self) -> str:
+        # Strings are written as JSON strings: NATS's configuration format accepts them.
+        client_listen = f"{LOOPBACK}:{self._ports['client']}"
+        mqtt_listen = f"{LOOPBACK}:{self._ports['mqtt']}"
+        lines = [
+            "# Generated by mqttkit.testing for one test server.",
+            f"server_name: {json.dumps(self.server_name)}",
+            f"listen: {json.dumps(client_listen)}",
+            "jetstream {",
+            # NATS keeps its data in a "jetstream" directory below store_dir.
+            f"  store_dir: {json.dumps(str(self._workdir()))}",
+            f"  max_memory_store: {self.max_memory_store}",
+            f"  max_file_store: {self.max_file_store}",
+            "}",
+            "mqtt {",
+            f"  listen: {json.dumps(mqtt_listen)}",
+            *(f"  {line}" for line in self.mqtt_config.splitlines()),
+            "}",
+        ]
+        if self.debug:
+            lines += ["debug: true", "trace: true"]
+        if self.extra_config:
+            lines += ["", "# extra_config", self.extra_config]
+        return "\n".join(lines) + "\n"
+
+    def _launch(self, executable: str) -> None:
+        log_path = self.log_path
+        log_path.touch()  # a restart appends: the log tells the whole story
+        offset = log_path.stat().st_size
+        self._output = log_path.open("ab")
+        proc = subprocess.Popen(
+            [executable, "-c", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._output,
+            stderr=self._output,
+            cwd=self._workdir(),
+            # Its own session: a Ctrl-C in the terminal reaches pytest, which then stops us.
+            start_new_session=True,
+        )
+        self._proc = proc
+        _LIVE.add(self)
+        listening = f"Listening for MQTT clients on mqtt://{LOOPBACK}:{self.mqtt_port}"
+        deadline = time.monotonic() + self.startup_timeout
+        delay = 0.005
+        # Bounded poll: at most startup_timeout seconds, checking every few milliseconds.
+        # Ready means: the log says the MQTT listener is open and the server is ready (the
+        # MQTT port opens before the client port, so a port that accepts is not enough: the
+        # server may still die on the next bind), and the MQTT port accepts.
+        for _ in range(100_000):
+            try:
+                proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                pass
+            else:
+                self._proc = None
+                self._close_output()
+                _LIVE.discard(self)
+                new_log = self._log_since(offset)
+                if "address already in use" in new_log:
+                    raise _PortInUseError
+                self._raise_startup_error(
+                    f"nats-server exited with status {proc.returncode} during startup", new_log
+                )
+            new_log = self._log_since(offset)
+            if (
+                listening in new_log
+                and _NATS_READY in new_log
+                and _port_accepts(LOOPBACK, self.mqtt_port)
+            ):
+                return
+            if time.monotonic() > deadline:
+                break
+            delay = min(delay * 2, 0.05)
+        new_log = self._log_since(offset)
+        self.kill()
+        self._raise_startup_error(
+            f"nats-server did not accept MQTT connections within {self.startup_timeout} s",
+            new_log,
+        )
+
+    def _log_since(self, offset: int) -> str:
+        """What this run wrote to the log (earlier runs' lines excluded)."""
+        with contextlib.suppress(FileNotFoundError), self.log_path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+        return ""
+
+    def _raise_startup_error(self, message: str, log: str) -> NoReturn:
+        config = self.config_path.read_text(encoding="utf-8")
+        raise NatsServerError(
+            f"{message}\n--- nats-server output ---\n{log.strip()}\n"
+            f"--- {self.config_path} ---\n{config}"
+        )
+
+    def _close_output(self) -> None:
+        if self._output is not None:
+            self._output.close()
+            self._output = None
+
+
+# ---------------------------------------------------------------------------------------------
 # pytest plugin
 # ---------------------------------------------------------------------------------------------
 
 #: The fixtures that need Mosquitto; tests using them get the ``mosquitto`` marker.
 MOSQUITTO_FIXTURES: Final = frozenset({"mosquitto", "mosquitto_factory", "mosquitto_auth"})
 
+#: The fixtures that need a NATS server; tests using them get the ``nats`` marker.
+NATS_FIXTURES: Final = frozenset({"nats_server", "nats_server_factory"})
+
+_Server = TypeVar("_Server", MosquittoBroker, NatsServer)
+
 if importlib.util.find_spec("pytest") is not None:
     import pytest
 
     def pytest_configure(config: pytest.Config) -> None:
-        """Register the ``mosquitto`` marker (for projects that use this plugin)."""
+        """Register the ``mosquitto`` and ``nats`` markers (for projects using this plugin)."""
         config.addinivalue_line(
             "markers", "mosquitto: needs a real Mosquitto broker (started by the test suite)"
         )
+        config.addinivalue_line(
+            "markers", "nats: needs a real NATS server's MQTT gateway (started by the test suite)"
+        )
 
     def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-        """Mark every test that uses a Mosquitto fixture, so ``-m 'not mosquitto'`` works."""
+        """Mark every test that uses a broker fixture, so ``-m 'not mosquitto'`` works."""
         for item in items:
-            if MOSQUITTO_FIXTURES & set(getattr(item, "fixturenames", ())):
+            names = set(getattr(item, "fixturenames", ()))
+            if MOSQUITTO_FIXTURES & names:
                 item.add_marker(pytest.mark.mosquitto)
+            if NATS_FIXTURES & names:
+                item.add_marker(pytest.mark.nats)
 
-    def _start_or_fail(broker: MosquittoBroker) -> MosquittoBroker:
+    def _start_or_fail(broker: _Server) -> _Server:
         try:
             return broker.start()
-        except MosquittoNotFoundError as exc:
+        except (MosquittoNotFoundError, NatsServerNotFoundError) as exc:
             # A missing broker is a broken test environment: fail loudly, never skip.
             broker.close()
             pytest.fail(str(exc), pytrace=False)
@@ -693,6 +1097,38 @@ if importlib.util.find_spec("pytest") is not None:
             yield broker
         finally:
             broker.close()
+
+    @pytest.fixture(scope="session")
+    def nats_server() -> Iterator[NatsServer]:
+        """One NATS server (MQTT gateway) shared by the whole test session.
+
+        Shared: do not stop, kill or restart it (use ``nats_server_factory`` for that), and use
+        topics and client ids of your own, since other tests' sessions live in it too.
+        """
+        server = _start_or_fail(NatsServer())
+        try:
+            yield server
+        finally:
+            server.close()
+
+    @pytest.fixture
+    def nats_server_factory() -> Iterator[Callable[..., NatsServer]]:
+        """A function taking :class:`NatsServer` keyword arguments, returning it started.
+
+        Every server it started is stopped, and its directory removed, when the test ends.
+        """
+        started: list[NatsServer] = []
+
+        def factory(**kwargs: Any) -> NatsServer:
+            server = NatsServer(**kwargs)
+            started.append(server)
+            return _start_or_fail(server)
+
+        try:
+            yield factory
+        finally:
+            for server in reversed(started):
+                server.close()
 
 
 # ---------------------------------------------------------------------------------------------
