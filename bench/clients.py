@@ -5,7 +5,9 @@
 ROLE: ``sub`` (subscribe, print READY, count until n messages or timeout), ``pub`` (publish n
 messages and wait for the acknowledgements), ``rtt`` (sequential QoS 1 round trips to its own
 subscription), ``fanin`` (``--clients`` publishing clients in this one process), ``conn``
-(``--n`` idle connections in this one process).
+(``--n`` idle connections in this one process), ``durpub`` (``pub`` with ``clean=False``, a
+fixed ``--client-id``, the outgoing/incoming store of ``--store`` and ``--threads`` publishing
+threads; mqttkit only).
 
 CLIENT: ``mqttkit-sync``, ``mqttkit-inline`` (the blocking front with ``dispatch="inline"``),
 ``mqttkit-aio``, ``paho``, ``gmqtt``.
@@ -331,6 +333,137 @@ def mk_aio_conn(a: argparse.Namespace) -> None:
             "connected": connected,
             "rss_per_conn_kb": (rss - base) / max(1, a.n),
         }
+
+    emit(asyncio.run(main()))
+
+
+# ---------------------------------------------------------------------------------------------
+# mqttkit with a durable outgoing store: the dur1-* workloads (role ``durpub``). ``--store
+# memory`` is the default MemoryStore, the reference; ``batched`` and ``full`` pass an
+# SQLiteStore pair in that durability, in the fresh file ``--store-path`` (the runner makes and
+# removes its directory). Every variant, the reference too, uses the fixed ``--client-id`` and
+# ``clean=False``, as a durable store requires. ``--threads`` publishing threads each publish
+# their share (every ``threads``-th message) in a tight loop of ``publish(topic, payload,
+# {"qos": 1})``; then the process waits with ``flush()``. One thread publishes from the main
+# thread, as ``pub`` does. The asyncio front has one publisher only (no ``--threads``).
+# ---------------------------------------------------------------------------------------------
+
+
+def _open_stores(a: argparse.Namespace) -> Any:
+    """The SQLiteStore pair ``--store`` asks for, or None for the default memory store."""
+    if a.store == "memory":
+        return None
+    from mqttkit.stores import SQLiteStore
+
+    return SQLiteStore.pair(a.store_path, a.client_id, durability=a.store)
+
+
+def _store_options(pair: Any) -> dict[str, Any]:
+    if pair is None:
+        return {}
+    return {"incoming_store": pair.incoming, "outgoing_store": pair.outgoing}
+
+
+def _close_stores(pair: Any) -> int | None:
+    """Close the stores (after the client); the records the outgoing store still held, 0 once
+    every flow completed (None for the memory store)."""
+    if pair is None:
+        return None
+    try:
+        return sum(1 for _ in pair.outgoing.iterate())
+    finally:
+        pair.close()
+
+
+def mk_sync_durpub(a: argparse.Namespace) -> None:
+    import mqttkit
+
+    pair = _open_stores(a)
+    client = mqttkit.Client(
+        url=a.url,
+        client_id=a.client_id,
+        clean=False,
+        keepalive=60,
+        max_queued=a.n + 10,
+        dispatch=_dispatch(a),
+        **_store_options(pair),
+    )
+    connected = threading.Event()
+    client.on("connect", lambda connack: connected.set())
+    client.connect()
+    connected.wait(10)
+    payloads = [payload_for(i, a.size) for i in range(a.n)]
+    options = {"qos": a.qos}
+    errors: list[BaseException] = []
+    gate = threading.Barrier(a.threads + 1)
+
+    def publish_all(share: list[bytes]) -> None:
+        publish, topic = client.publish, a.topic
+        try:
+            for p in share:
+                publish(topic, p, options)
+        except Exception as exc:
+            errors.append(exc)
+
+    def worker(share: list[bytes]) -> None:
+        gate.wait()
+        publish_all(share)
+
+    workers = [
+        threading.Thread(target=worker, args=(payloads[k :: a.threads],))
+        for k in range(a.threads if a.threads > 1 else 0)
+    ]
+    for t in workers:
+        t.start()
+    c0 = cpu()
+    start = time.monotonic()
+    if workers:
+        gate.wait()  # every worker starts now
+        for t in workers:
+            t.join()
+    else:
+        publish_all(payloads)
+    flushed = not errors and client.flush(a.timeout)  # every flow completed
+    end = time.monotonic()
+    c1 = cpu()
+    client.close().wait(10)
+    left = _close_stores(pair)
+    if errors:
+        emit({"error": f"publish raised {errors[0]!r}"})
+    elif not flushed:
+        emit({"error": f"flush() timed out after {a.timeout} s"})
+    else:
+        emit({"start": start, "end": end, "cpu": c1 - c0, "store_left": left})
+
+
+def mk_aio_durpub(a: argparse.Namespace) -> None:
+    from mqttkit.aio import Client
+
+    if a.threads != 1:
+        emit({"unsupported": True})
+        return
+
+    async def main() -> dict[str, Any]:
+        pair = _open_stores(a)
+        payloads = [payload_for(i, a.size) for i in range(a.n)]
+        async with Client(
+            a.url,
+            client_id=a.client_id,
+            clean=False,
+            keepalive=60,
+            max_queued=a.n + 10,
+            **_store_options(pair),
+        ) as client:
+            c0 = cpu()
+            start = time.monotonic()
+            publish = client.publish
+            for p in payloads:
+                publish(a.topic, p, qos=a.qos)
+            await asyncio.wait_for(client.flush(), a.timeout)  # every flow completed
+            end = time.monotonic()
+            c1 = cpu()
+        left = _close_stores(pair)
+        return {"start": start, "end": end, "cpu": c1 - c0, "store_left": left}
 
     emit(asyncio.run(main()))
 
@@ -690,6 +823,9 @@ ROLES: dict[tuple[str, str], Callable[[argparse.Namespace], None]] = {
     ("pub", "mqttkit-inline"): mk_sync_pub,
     ("rtt", "mqttkit-inline"): mk_sync_rtt,
     ("fanin", "mqttkit-inline"): mk_sync_fanin,
+    ("durpub", "mqttkit-sync"): mk_sync_durpub,
+    ("durpub", "mqttkit-inline"): mk_sync_durpub,
+    ("durpub", "mqttkit-aio"): mk_aio_durpub,
     ("sub", "mqttkit-aio"): mk_aio_sub,
     ("pub", "mqttkit-aio"): mk_aio_pub,
     ("rtt", "mqttkit-aio"): mk_aio_rtt,
@@ -720,6 +856,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--store", choices=("memory", "batched", "full"), default="memory")
+    parser.add_argument("--store-path", default=None, help="durpub: the SQLite file to create")
+    parser.add_argument("--threads", type=int, default=1, help="durpub: publishing threads")
+    parser.add_argument("--client-id", default="mqttkit-bench", help="durpub: the fixed id")
     a = parser.parse_args(argv)
     fn = ROLES.get((a.role, a.client))
     if fn is None:

@@ -3,12 +3,35 @@
     python bench/run.py                 # the full run: 3 repeats, medians, ratios (minutes)
     python bench/run.py --quick         # small N: checks every workload completes (CI)
     python bench/run.py --workloads pub0,rtt1 --clients mqttkit-sync,paho
+    python bench/run.py --workloads durable --clients mqttkit-sync,mqttkit-aio   # the dur1-*
 
 Each client library runs in its own processes (a subscriber process and a publisher process
 for the throughput workloads), started by this script, one run at a time. The table shows the
 median of the repeats and the ratio to paho-mqtt and to gmqtt measured in the same run. A run in
 which the subscriber missed messages is shown as ``LOST n``, never as a rate. Raw results go to
 ``bench/results/<time>.json``.
+
+Durable publishing (``--workloads durable`` selects all six): ``pub1``'s shape (20,000 x 64 B
+at QoS 1, from the first publish until every message is acknowledged and received; the same
+subscriber), published with ``clean=False``, a fixed client id and a given outgoing (and
+incoming) store, by 1 or by 8 threads of one blocking client; each thread publishes its share
+in a tight loop of ``client.publish(topic, payload, {"qos": 1})``, then the process waits with
+``client.flush()``:
+
+    dur1-mem         1 thread, the default MemoryStore: the reference for the two below
+    dur1-batched     1 thread, SQLiteStore(durability="batched")
+    dur1-full        1 thread, SQLiteStore(durability="full")
+    dur1-mem-t8      the same three with 8 publishing threads
+    dur1-batched-t8
+    dur1-full-t8
+
+Clients: the blocking front (``mqttkit-sync``, ``mqttkit-inline``), and ``mqttkit-aio``
+for the 1-publisher rows; the other clients have no store and show ``n/a`` (not run). Each run
+gets a fresh store file (``SQLiteStore.pair``) in a new temporary directory under
+``--store-dir`` (default: the system's), removed after the run; "full" fsyncs, so its figures
+are those of that directory's disk. A further table shows each durable row as a ratio to the
+memory-store row of the same client and thread count in the same run, with the issue's targets:
+"batched" >= 0.5x the memory store, "full" with 8 threads >= 10,000 msg/s.
 """
 
 from __future__ import annotations
@@ -20,6 +43,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +69,14 @@ class Workload:
     quick_n: int = 100
     quick_clients: int = 1
     timeout: float = 300.0
+    store: str = ""  # "dur": "memory" (the default store), "batched" or "full" (SQLiteStore)
+    threads: int = 1  # "dur": publishing threads in the one client
+    only: tuple[str, ...] = ()  # the clients that can run it (empty: all); others show n/a
 
+
+# The clients that take an outgoing store; the asyncio front publishes from one task only.
+STORE_CLIENTS = ("mqttkit-sync", "mqttkit-inline", "mqttkit-aio")
+BLOCKING_CLIENTS = ("mqttkit-sync", "mqttkit-inline")
 
 WORKLOADS = [
     Workload("pub0", "flow", 100_000, qos=0, quick_n=1_000),
@@ -55,7 +86,25 @@ WORKLOADS = [
     Workload("big", "flow", 200, qos=1, size=1_000_000, quick_n=5),
     Workload("fanin", "fanin", 20_000, qos=1, clients=100, quick_n=200, quick_clients=10),
     Workload("conn", "conn", 10_000, quick_n=200),
+    # Durable publishing ("dur": a "flow" whose publisher has the given store and threads).
+    *(
+        Workload(
+            f"dur1-{label}{'-t8' if threads > 1 else ''}",
+            "dur",
+            20_000,
+            qos=1,
+            quick_n=200,
+            store=store,
+            threads=threads,
+            only=STORE_CLIENTS if threads == 1 else BLOCKING_CLIENTS,
+        )
+        for threads in (1, 8)
+        for label, store in (("mem", "memory"), ("batched", "batched"), ("full", "full"))
+    ),
 ]
+
+# Names --workloads accepts for a group of workloads.
+GROUPS = {"durable": [w.name for w in WORKLOADS if w.kind == "dur"]}
 
 
 def spawn(args: list[str]) -> subprocess.Popen[str]:
@@ -106,7 +155,11 @@ def proc_cpu(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_one(w: Workload, client: str, url: str, topic: str, quick: bool) -> dict[str, Any]:
+def run_one(
+    w: Workload, client: str, url: str, topic: str, quick: bool, store_dir: str | None = None
+) -> dict[str, Any]:
+    if w.only and client not in w.only:
+        return {"unsupported": True}  # not started: no process, no time spent
     n = w.quick_n if quick else w.n
     common = [
         "--url",
@@ -126,15 +179,38 @@ def run_one(w: Workload, client: str, url: str, topic: str, quick: bool) -> dict
         return last_json(spawn(["conn", client, *common]), w.timeout + 30)
     if w.kind == "rtt":
         return last_json(spawn(["rtt", client, *common]), w.timeout + 30)
+    if w.kind == "dur":
+        # A fresh store file per run, in a directory removed afterwards whatever happened.
+        with tempfile.TemporaryDirectory(prefix="mqttkit-bench-", dir=store_dir) as tmp:
+            pub_args = [
+                "durpub",
+                client,
+                *common,
+                "--store",
+                w.store,
+                "--threads",
+                str(w.threads),
+                "--client-id",
+                topic.replace("/", "-"),  # fixed for this run, unique in the broker
+                "--store-path",
+                os.path.join(tmp, "store.db"),
+            ]
+            return run_flow(w, client, common, pub_args, n)
+    if w.kind == "fanin":
+        clients = w.quick_clients if quick else w.clients
+        return run_flow(w, client, common, ["fanin", client, *common, "--clients", str(clients)], n)
+    return run_flow(w, client, common, ["pub", client, *common], n)
+
+
+def run_flow(
+    w: Workload, client: str, common: list[str], pub_args: list[str], n: int
+) -> dict[str, Any]:
+    """A subscriber process, then a publisher process with ``pub_args``: both results."""
     sub = spawn(["sub", client, *common])
     if not wait_ready(sub, 30):
         sub.kill()
         return {"error": "subscriber not ready", "stderr": (sub.communicate()[1] or "")[-2000:]}
-    if w.kind == "fanin":
-        clients = w.quick_clients if quick else w.clients
-        pub = spawn(["fanin", client, *common, "--clients", str(clients)])
-    else:
-        pub = spawn(["pub", client, *common])
+    pub = spawn(pub_args)
     started = time.monotonic()
     pub_result = last_json(pub, w.timeout + 30)
     # The subscriber gets a grace period after the publisher is done, then is told to stop and
@@ -187,6 +263,9 @@ def metrics(w: Workload, r: dict[str, Any]) -> dict[str, Any]:
         "sub_cpu_per_10k": sub["cpu"] / n * 10_000,
         "peak_rss_mb": max(pub["peak_rss_kb"], sub["peak_rss_kb"]) / 1024,
     }
+    if pub.get("store_left"):
+        # Records the durable outgoing store still held once every flow had completed.
+        out["store_left"] = pub["store_left"]
     if "broker_cpu" in r:
         out["broker_cpu_per_10k"] = r["broker_cpu"] / n * 10_000
         if elapsed > 0:
@@ -199,7 +278,13 @@ def metrics(w: Workload, r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-PRIMARY = {"flow": "msgs_per_s", "fanin": "msgs_per_s", "rtt": "p50_ms", "conn": "seconds"}
+PRIMARY = {
+    "flow": "msgs_per_s",
+    "fanin": "msgs_per_s",
+    "dur": "msgs_per_s",
+    "rtt": "p50_ms",
+    "conn": "seconds",
+}
 
 
 def main() -> int:
@@ -210,11 +295,14 @@ def main() -> int:
     parser.add_argument("--clients", default=",".join(CLIENTS))
     parser.add_argument("--out", default=None, help="JSON file for the raw results")
     parser.add_argument("--render", default=None, help="print the tables of a raw results file")
+    parser.add_argument(
+        "--store-dir", default=None, help="where the dur1-* store files go (default: temp dir)"
+    )
     args = parser.parse_args()
     if args.render:
         return render_file(Path(args.render))
     repeats = args.repeats or (1 if args.quick else 3)
-    wanted = args.workloads.split(",")
+    wanted = [name for g in args.workloads.split(",") for name in GROUPS.get(g, [g])]
     clients = args.clients.split(",")
     workloads = [w for w in WORKLOADS if w.name in wanted]
     broker = MosquittoBroker(
@@ -222,8 +310,9 @@ def main() -> int:
         extra_config="max_queued_bytes 0\nmax_connections -1\nset_tcp_nodelay true\n",
         log_types=("error", "warning"),
     ).start()
+    width = max((len(w.name) for w in workloads), default=6)
     raw: dict[str, Any] = {
-        "machine": machine(),
+        "machine": machine(args.store_dir),
         "quick": args.quick,
         "repeats": repeats,
         "runs": [],
@@ -236,7 +325,7 @@ def main() -> int:
                 for client in clients:
                     topic = f"bench/{w.name}/{client}/{rep}"
                     b0 = proc_cpu(broker.pid)
-                    result = run_one(w, client, broker.url, topic, args.quick)
+                    result = run_one(w, client, broker.url, topic, args.quick, args.store_dir)
                     b1 = proc_cpu(broker.pid)
                     if b0 is not None and b1 is not None:
                         result["broker_cpu"] = b1 - b0
@@ -252,7 +341,7 @@ def main() -> int:
                     )
                     table.setdefault((w.name, client), []).append(m)
                     status = summary(w, m)
-                    print(f"{w.name:6} {client:13} #{rep + 1}: {status}", flush=True)
+                    print(f"{w.name:{width}} {client:13} #{rep + 1}: {status}", flush=True)
                     if (
                         client.startswith("mqttkit")
                         and not m.get("unsupported")
@@ -262,11 +351,7 @@ def main() -> int:
     finally:
         broker.close()
     print()
-    print(render(workloads, clients, table))
-    cpu_table = render_cpu(workloads, clients, table)
-    if cpu_table:
-        print("\nCPU per message by process (publisher, subscriber, broker):\n")
-        print(cpu_table)
+    print_tables(workloads, clients, table)
     out = Path(args.out) if args.out else HERE / "results" / time.strftime("%Y%m%d-%H%M%S.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(raw, indent=1))
@@ -293,12 +378,23 @@ def render_file(path: Path) -> int:
             names.append(run["workload"])
     workloads = [w for w in WORKLOADS if w.name in names]
     print(f"machine: {raw['machine']}\n")
+    print_tables(workloads, clients, table)
+    return 0
+
+
+def print_tables(workloads: list[Workload], clients: list[str], table: dict[Any, Any]) -> None:
     print(render(workloads, clients, table))
     cpu_table = render_cpu(workloads, clients, table)
     if cpu_table:
         print("\nCPU per message by process (publisher, subscriber, broker):\n")
         print(cpu_table)
-    return 0
+    durable_table = render_durable(workloads, clients, table)
+    if durable_table:
+        print(
+            "\nDurable publishing: each store against the memory store (same client, same "
+            "threads, same run):\n"
+        )
+        print(durable_table)
 
 
 def summary(w: Workload, m: dict[str, Any]) -> str:
@@ -320,6 +416,8 @@ def summary(w: Workload, m: dict[str, Any]) -> str:
         text += f" broker={m['broker_cpu_per_10k']:.3f}"
     if "broker_busy" in m:
         text += f" (broker busy {m['broker_busy']:.0%})"
+    if "store_left" in m:
+        text += f" STORE LEFT {m['store_left']}"
     return text
 
 
@@ -382,7 +480,7 @@ def render_cpu(workloads: list[Workload], clients: list[str], table: dict[Any, A
         "|---|---|---|---|---|---|",
     ]
     for w in workloads:
-        if w.kind != "flow":
+        if w.kind not in ("flow", "dur"):
             continue
         for client in clients:
             ms = table.get((w.name, client), [])
@@ -401,8 +499,71 @@ def render_cpu(workloads: list[Workload], clients: list[str], table: dict[Any, A
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def machine() -> dict[str, Any]:
+def durable_target(w: Workload, rate: float, ratio: float | None) -> tuple[str, str]:
+    """The issue's target for a durable row, and whether this run met it ("" if none)."""
+    if w.store == "batched":
+        if ratio is None:
+            return ">= 0.5x memory", "no reference"
+        return ">= 0.5x memory", "met" if ratio >= 0.5 else "NOT MET"
+    if w.store == "full" and w.threads == 8:
+        return ">= 10,000 msg/s", "met" if rate >= 10_000 else "NOT MET"
+    return "", ""
+
+
+def render_durable(workloads: list[Workload], clients: list[str], table: dict[Any, Any]) -> str:
+    """The dur1-* rows: msg/s (median), the ratio to the memory-store row of the same client
+    and thread count in the same run, and the issue's targets."""
+    lines = [
+        "| workload | client | store | threads | msg/s (median) | vs memory store | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    references = {(w.threads, w.store): w.name for w in WORKLOADS if w.kind == "dur"}
+    for w in workloads:
+        if w.kind != "dur":
+            continue
+        ref_name = references.get((w.threads, "memory"))
+        for client in clients:
+            ms = table.get((w.name, client), [])
+            if not ms or all(m.get("unsupported") for m in ms):
+                continue
+            head = f"| {w.name} | {client} | {w.store} | {w.threads} |"
+            value = median_of(ms, "msgs_per_s")
+            if value is None:
+                bad = next((summary(w, m) for m in ms if "error" in m or m.get("lost")), "-")
+                lines.append(f"{head} {bad} | | | |")
+                continue
+            ref = median_of(table.get((ref_name, client), []), "msgs_per_s")
+            ratio = None if ref is None else value / ref
+            if w.store == "memory":
+                shown_ratio = "(reference)"
+            else:
+                shown_ratio = "" if ratio is None else f"{ratio:.2f}x"
+            target, met = durable_target(w, value, ratio)
+            lines.append(f"{head} {value:,.0f} | {shown_ratio} | {target} | {met} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def fs_type(path: str) -> str | None:
+    """The file system type of ``path`` from /proc/mounts (the longest mount point above it)."""
+    best: tuple[int, str] | None = None
+    real = os.path.realpath(path)
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 3:
+                continue
+            mount = fields[1]
+            inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+            if inside and (best is None or len(mount) > best[0]):
+                best = (len(mount), fields[2])
+    return None if best is None else best[1]
+
+
+def machine(store_dir: str | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
+    # Where the dur1-* store files go: "full" fsyncs, so its figures are this disk's.
+    info["store_dir"] = store_dir or tempfile.gettempdir()
+    info["store_fs"] = fs_type(info["store_dir"])
     with contextlib.suppress(OSError, StopIteration):
         info["cpu_model"] = next(
             line.split(":", 1)[1].strip()
