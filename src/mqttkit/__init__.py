@@ -18,6 +18,7 @@ the sans-IO core is :mod:`mqttkit.protocol`. This module only re-exports.
 from ._api import Granted
 from .options import ClientOptions
 from .protocol.errors import (
+    CertificateVerifyError,
     ClientClosedError,
     ConnectionLostError,
     ConnectionRefusedError,
@@ -48,6 +49,7 @@ from .protocol.errors import (
     UnsubscribeError,
 )
 from .protocol.packets import ConnAck, Disconnect, Properties, Publish, QoS, Subscription, Will
+from .protocol.session import PublishResult
 from .protocol.store import MemoryStore, Store
 from .sync.client import Client, Handle, connect
 from .sync.events import EventEmitter
@@ -58,6 +60,7 @@ __version__ = "0.1.0.dev0"
 Message = Publish
 
 __all__ = [
+    "CertificateVerifyError",
     "Client",
     "ClientClosedError",
     "ClientOptions",
@@ -88,6 +91,7 @@ __all__ = [
     "ProtocolError",
     "Publish",
     "PublishError",
+    "PublishResult",
     "QoS",
     "QueueFullError",
     "ReasonCode",

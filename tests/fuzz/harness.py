@@ -1434,14 +1434,14 @@ class _Run:
         stored = dict(s.config.outgoing_store.iterate())
         expected = set()
         if not is_private(s.config.outgoing_store):  # a private store holds only what was sent
-            expected.update(e.seq for e in queue if e.kind == _PUBLISH and e.qos)
-        expected.update(e.seq for e in inflight.values())
+            expected.update(e.key for e in queue if e.kind == _PUBLISH and e.qos)
+        expected.update(e.key for e in inflight.values())
         if set(stored) != expected:
             raise self._fail(
                 f"outgoing store keys {sorted(stored)} != unfinished QoS 1/2 {sorted(expected)}"
             )
         for pid, entry in inflight.items():
-            value = stored[entry.seq]
+            value = stored[entry.key]
             if entry.state == _RELEASED:
                 if value != b"\x62\x02" + pid.to_bytes(2, "big"):
                     raise self._fail(f"stored form of released id {pid} is {value.hex()}")

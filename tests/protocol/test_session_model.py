@@ -126,9 +126,12 @@ class ModelBroker:
         self.receive()
 
     def reconnect(self, keep_session: bool, new_client: Conversation | None = None) -> None:
-        """The connection ends (the client process too, if ``new_client`` replaces it)."""
+        """The connection ends (the client process too, if ``new_client`` replaces it), some
+        time after the last packet: a network failure, not a server that closes the connection
+        right after a PUBLISH it refuses (which would fail that message after three times)."""
         if new_client is None:
             self.receive()
+            self.c.advance(10.0)
             self.c.lose()
         else:
             self.c = new_client

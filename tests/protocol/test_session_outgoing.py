@@ -417,12 +417,34 @@ def test_wrong_kind_of_ack_does_not_finish_a_flow(level: int) -> None:
     c.publish("a", b"", 2, token="q2")
     c.publish("b", b"", 1, token="q1")
     c.sent()
-    c.send(PubAck(1))  # PUBACK for a QoS 2 message
     c.send(PubComp(1))  # PUBCOMP before PUBREC
     c.send(PubComp(2))  # PUBCOMP for a QoS 1 message
     assert c.events() == []
     assert c.session.inflight == 2
     assert c.session.state is State.CONNECTED
+
+
+@LEVELS
+def test_puback_for_qos2_completes_it_as_delivered_at_qos1(
+    level: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # RabbitMQ downgrades QoS 2 to 1 and answers with PUBACK: the flow is over, not stuck.
+    c = Conversation(level)
+    c.handshake()
+    c.publish("a", b"", 2, token="q2")
+    c.publish("b", b"", 2, token="q2b")
+    c.sent()
+    with caplog.at_level(logging.WARNING, logger="mqttkit"):
+        c.send(PubAck(1))
+        c.send(PubAck(2))
+    assert c.events() == [
+        PublishCompleted("q2", None, 0, downgraded=True),
+        PublishCompleted("q2b", None, 0, downgraded=True),
+    ]
+    assert c.session.inflight == 0
+    assert c.sent() == []  # no PUBREL, nothing resent
+    warnings = [r for r in caplog.records if "PUBACK" in r.getMessage()]
+    assert len(warnings) == 1  # one warning per session, not per message
 
 
 @LEVELS

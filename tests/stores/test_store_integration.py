@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 import mqttkit
 from mqttkit.protocol.packets import ConnAck, Properties, Publish
 from mqttkit.protocol.store import MemoryStore
@@ -68,8 +70,12 @@ def test_a_store_error_fails_the_publish_instead_of_losing_its_handle(
     """
     client = make_client(url=mosquitto.url, outgoing_store=_DiskFullStore())
     Recorder(client).wait_for("connect")
-    handle = client.publish("t", "m", qos=1)
-    assert handle.wait(5), "the publish handle never completed"
+    # A message is accepted once publish() returns, and publish() returns once the store holds
+    # it: a store that cannot hold it makes publish() raise, at once, with the cause.
+    with pytest.raises(mqttkit.StoreError, match="disk is full") as raised:
+        client.publish("t", "m", qos=1)
+    assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+    assert client.publish("t", "m", qos=0).wait(5)  # the client goes on
 
 
 def test_graceful_close_after_a_restart_returns_when_the_resumed_flows_complete(

@@ -255,7 +255,11 @@ def test_reconnect_period_zero_disables_reconnect(mosquitto: MosquittoBroker, ma
     rec.wait_for("offline")
     client._dispatcher.thread.join(5)
     assert not client._dispatcher.thread.is_alive()
-    assert rec.names() == ["connect", "close", "offline"]
+    # The server closed the connection: the user hears it, with that cause.
+    assert rec.names() == ["connect", "error", "close", "offline"]
+    error = rec.wait_for("error")[0]
+    assert isinstance(error, mqttkit.ConnectionLostError)
+    assert "closed the connection" in str(error)
 
 
 class RecordingStore(mqttkit.MemoryStore):
@@ -291,8 +295,9 @@ def test_custom_stores_are_used(mosquitto: MosquittoBroker, make_client) -> None
         assert time.monotonic() < deadline
         time.sleep(0.01)
     out_ops = [op for op, _ in outgoing.calls]
-    # QoS 1: put, delete. QoS 2: put (PUBLISH), put (PUBREL form), delete.
-    assert out_ops == ["put", "delete", "put", "put", "delete"]
+    # QoS 1: put (accepted: the publishing thread stores it before publish() returns), put
+    # (sent, with its packet id), delete. QoS 2: the same, plus put (PUBREL form).
+    assert out_ops == ["put", "put", "delete", "put", "put", "put", "delete"]
     assert len(outgoing) == 0
     assert [op for op, _ in incoming.calls] == ["put", "delete"]
 

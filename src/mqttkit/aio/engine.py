@@ -41,7 +41,6 @@ from ..protocol import session as s
 from ..protocol.errors import (
     ClientClosedError,
     ConnectionLostError,
-    ConnectionRefusedError,
     ConnectTimeoutError,
     InvalidOptionError,
     MQTTConnectionError,
@@ -195,6 +194,22 @@ class Engine:
         self._wakeup_pending = False
         self._batching = False
         self._stop_reconnecting = False
+        # Stores that batch writes (begin/commit, e.g. SQLiteStore): a loop turn holds the
+        # session's writes and commits them all before its bytes are written (one fsync per
+        # turn, not per write). A MemoryStore needs neither.
+        self._store_begins: list[Callable[[], None]] = []
+        self._store_commits: list[Callable[[], None]] = []
+        self._holding = False
+        for store in {
+            id(st): st for st in (options.outgoing_store, options.incoming_store)
+        }.values():
+            begin, commit = getattr(store, "begin", None), getattr(store, "commit", None)
+            if not isinstance(store, MemoryStore) and callable(begin) and callable(commit):
+                self._store_begins.append(begin)
+                self._store_commits.append(commit)
+        #: Why the engine stopped for good (set when it stops without close(); cleared by
+        #: start()): every pending operation failed with it, and new ones fail with it at once.
+        self.stop_error: MQTTError | None = None
 
     # -- state -------------------------------------------------------------------------------
 
@@ -207,6 +222,12 @@ class Engine:
     def active(self) -> bool:
         """True while the engine connects, is connected, reconnects or closes."""
         return self.state in (_RUNNING, _CLOSING)
+
+    @property
+    def commands_waiting(self) -> int:
+        """Calls submitted from other threads and not run yet (any thread may read it)."""
+        commands = self._commands
+        return 0 if commands is None else len(commands)
 
     # -- thread-safe entry ---------------------------------------------------------------------
 
@@ -234,6 +255,8 @@ class Engine:
         # One batch: the events of every command are dispatched, and what they queued is
         # written, once at the end (a burst of publishes becomes one write).
         self._batching = True
+        if self._store_begins:
+            self._hold_stores()
         try:
             while commands:
                 fn, args = commands.popleft()
@@ -243,7 +266,40 @@ class Engine:
                     log.exception("error in submitted call %r", fn)
         finally:
             self._batching = False
-        self._after_now()
+        try:
+            self._after_now()
+        finally:
+            if self._holding:
+                self._commit_stores()
+
+    def _hold_stores(self) -> None:
+        try:
+            for begin in self._store_begins:
+                begin()
+        except Exception:  # e.g. closed under us: its writes will fail, one by one
+            log.debug("a store cannot hold writes", exc_info=True)
+        self._holding = True
+
+    def _commit_stores(self) -> bool:
+        """Make the writes held in this turn durable; False (and the connection dropped,
+        nothing written) if a store failed: the bytes those writes record must not leave."""
+        if not self._holding:
+            return True
+        self._holding = False
+        try:
+            for commit in self._store_commits:
+                commit()
+        except Exception as exc:
+            log.exception("a store failed to commit; dropping the connection unwritten")
+            self.session.data_to_send()  # discarded: they would get ahead of the store
+            protocol = self._protocol
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.abort()
+            error = StoreError(f"the store failed: {exc!r}")
+            error.__cause__ = exc
+            self.listener.emit("error", error)
+            return False
+        return True
 
     # -- operations (loop thread) ----------------------------------------------------------------
 
@@ -253,9 +309,12 @@ class Engine:
             return
         if self.state == _CLOSED:
             # A closed client that connects again starts a new session object (which
-            # reloads unfinished flows from the stores).
-            self.session = s.ClientSession(self.options.session_config())
+            # reloads unfinished flows from the stores); store keys go on from the old one's.
+            self.session = s.ClientSession(
+                self.options.session_config(), new_key=self.session.new_key
+            )
         self.state = _RUNNING
+        self.stop_error = None
         self._stop_reconnecting = False
         self._run_task = self.loop.create_task(self._run())
 
@@ -275,19 +334,27 @@ class Engine:
             self.loop.call_soon(self._flush)
         return True
 
-    def publish(self, request: s.PublishRequest, token: Token | None) -> None:
-        """Queue a publish; ``token`` resolves when its QoS flow completes."""
+    def publish(self, request: s.PublishRequest, token: Token | None, key: int = 0) -> None:
+        """Queue a publish; ``token`` resolves when its QoS flow completes.
+
+        ``key``: nonzero when the publishing thread has already put the message in the
+        outgoing store (:func:`~mqttkit.protocol.session.record_publish`)."""
         if not request.qos and self.publish_now(request):
             if token is not None:
                 token.resolve(0)
             return
-        if self.state in (_CLOSED, _CLOSING):
+        refusal = self.refusal()
+        if refusal is not None:
+            if key and isinstance(self.session.config.outgoing_store, MemoryStore):
+                self.session.config.outgoing_store.delete(key)
+            # A durable store keeps a recorded message: the next run sends it (as with the
+            # messages still unfinished when the client closed).
             if token is not None:
-                token.reject(ClientClosedError("the client is closed; call connect() first"))
+                token.reject(refusal)
             return
         now = self.loop.time()
         try:
-            self.session.publish(request, now, token)
+            self.session.publish(request, now, token, key)
         except MQTTError as exc:
             if token is not None:
                 token.reject(exc)
@@ -302,21 +369,32 @@ class Engine:
 
     def subscribe(self, request: s.SubscribeRequest, token: Token | None) -> None:
         """Queue a SUBSCRIBE; ``token`` resolves with the SubscribeCompleted event."""
-        if self.state in (_CLOSED, _CLOSING):
+        refusal = self.refusal()
+        if refusal is not None:
             if token is not None:
-                token.reject(ClientClosedError("the client is closed; call connect() first"))
+                token.reject(refusal)
             return
         self.session.subscribe(request, self.loop.time(), token)
         self._after()
 
     def unsubscribe(self, request: s.UnsubscribeRequest, token: Token | None) -> None:
         """Queue an UNSUBSCRIBE; ``token`` resolves with the UnsubscribeCompleted event."""
-        if self.state in (_CLOSED, _CLOSING):
+        refusal = self.refusal()
+        if refusal is not None:
             if token is not None:
-                token.reject(ClientClosedError("the client is closed; call connect() first"))
+                token.reject(refusal)
             return
         self.session.unsubscribe(request, self.loop.time(), token)
         self._after()
+
+    def refusal(self) -> MQTTError | None:
+        """Why a new operation fails at once, or None: the client is closed, or stopped for
+        good (a permanent refusal, or the last attempt failed with reconnecting off)."""
+        if self.state in (_CLOSED, _CLOSING):
+            return ClientClosedError("the client is closed; call connect() first")
+        if self.state == _IDLE and self.stop_error is not None:
+            return self.stop_error
+        return None
 
     def reauthenticate(self, properties: Properties) -> None:
         """MQTT 5: start re-authentication (AUTH, reason 0x19) with these properties."""
@@ -379,6 +457,12 @@ class Engine:
             self._close_tokens.append(token)
         if self.state in (_IDLE, _CLOSED):
             self.state = _CLOSED
+            if self.session.pending:  # queued before connect(), or after it stopped
+                self.session.fail_pending(
+                    ClientClosedError("the client was closed before the operation completed"),
+                    forget=isinstance(self.session.config.outgoing_store, MemoryStore),
+                )
+                self._process_events()
             self._resolve_close_tokens()
             return
         if self._close_task is not None:
@@ -394,11 +478,14 @@ class Engine:
         offline_emitted = False
         first = True
         emit = self.listener.emit
+        error: MQTTError | None = None
+        # A connection counts as up (and the backoff starts over) once it has lasted this
+        # long: a server that accepts and then closes at once must not be hammered.
+        steady = max(float(self.options.keepalive), 1.0)
         while self.state == _RUNNING:
             if not first:
                 emit("reconnect")
             first = False
-            error: MQTTError | None
             try:
                 await self._connect_once()
             except MQTTError as exc:
@@ -407,10 +494,12 @@ class Engine:
                 log.exception("unexpected error while connecting")
                 error = map_connect_error(exc, self.options)
             else:
-                attempt = 0
                 offline_emitted = False
+                connected_at = self.loop.time()
                 assert self._lost is not None
                 error = await self._lost
+                if self.loop.time() - connected_at >= steady:
+                    attempt = 0
             if self.state != _RUNNING:
                 return
             if error is not None and not isinstance(error, ServerDisconnectError):
@@ -419,7 +508,7 @@ class Engine:
             if not offline_emitted:
                 offline_emitted = True
                 emit("offline")
-            if isinstance(error, ConnectionRefusedError) and error.permanent:
+            if getattr(error, "permanent", False):
                 log.warning("not reconnecting: %s", error)
                 break
             if self.options.reconnect_period <= 0 or self._stop_reconnecting:
@@ -432,8 +521,20 @@ class Engine:
             await asyncio.wait({wake}, timeout=delay)
             self._wake = None
         if self.state == _RUNNING:
-            self.state = _IDLE
-            self.listener.stopped()
+            self._stop(error)
+
+    def _stop(self, error: MQTTError | None) -> None:
+        """Stopped for good without close(): every pending operation fails at once with the
+        cause, and so does every new one until start() (a durable store keeps the messages
+        for the next run)."""
+        self.state = _IDLE
+        if error is None:
+            error = ConnectionLostError("the connection ended and reconnecting is off")
+        self.stop_error = error
+        forget = isinstance(self.session.config.outgoing_store, MemoryStore)
+        self.session.fail_pending(error, forget=forget)
+        self._process_events()
+        self.listener.stopped()
 
     async def _connect_once(self) -> None:
         loop = self.loop
@@ -480,7 +581,10 @@ class Engine:
                 self._on_connection_lost(protocol, None)
 
     async def _close(self, force: bool) -> None:
-        if not force and self.session.connected and self.session.pending:
+        if not force and self.session.pending and self.state == _RUNNING:
+            # Connected, connecting or between attempts: what is queued is sent, and its
+            # acknowledgements awaited, within close_timeout. A backoff is cut short.
+            self._wake_up()
             waiter: asyncio.Future[None] = self.loop.create_future()
             self._drain_waiters.append(lambda: _set_once(waiter))
             self._close_drain = waiter
@@ -548,6 +652,14 @@ class Engine:
         self._after_now()
 
     def _on_data(self, data: bytes) -> None:
+        if self._store_begins:
+            self._hold_stores()
+            try:
+                self.session.receive_data(data, self.loop.time())
+                self._after_now()
+            finally:
+                self._commit_stores()
+            return
         self.session.receive_data(data, self.loop.time())
         self._after_now()
 
@@ -603,6 +715,8 @@ class Engine:
     def _flush(self) -> None:
         self._flush_scheduled = False
         self._out_since = -1.0
+        if self._holding and not self._commit_stores():
+            return
         session = self.session
         protocol = self._protocol
         transport = protocol.transport if protocol is not None else None
@@ -653,10 +767,12 @@ class Engine:
                 deliver(event.message, event.ack)
             elif isinstance(event, s.PublishCompleted):
                 token: Token = event.token
-                if event.error is None:
-                    token.resolve(event.reason_code)
-                else:
+                if event.error is not None:
                     token.reject(event.error)
+                elif event.downgraded:
+                    token.resolve(s.PublishResult(event.reason_code, qos=1))
+                else:
+                    token.resolve(event.reason_code)
             elif isinstance(event, s.SubscribeCompleted | s.UnsubscribeCompleted):
                 if event.token is None:  # our own resubscribe after a lost session
                     if event.error is not None:
@@ -674,6 +790,8 @@ class Engine:
                     self._connack.set_exception(event.error)
             elif isinstance(event, s.ConnectionClosing):
                 protocol = self._protocol
+                if self._holding and not self._commit_stores():
+                    continue
                 data = self.session.data_to_send()
                 if protocol is not None and protocol.transport is not None:
                     if data:

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..options import DEFAULT_PORTS, ClientOptions
 from ..protocol.errors import (
+    CertificateVerifyError,
     ConnectionLostError,
     HostNotFoundError,
     MQTTConnectionError,
@@ -204,7 +205,9 @@ def map_connect_error(exc: BaseException, options: ClientOptions) -> MQTTError:
     if isinstance(exc, MQTTError):
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return TLSError(f"TLS certificate verification failed for {where}: {exc.verify_message}")
+        return CertificateVerifyError(
+            f"TLS certificate verification failed for {where}: {exc.verify_message}"
+        )
     if isinstance(exc, ssl.SSLError):
         return TLSError(f"TLS handshake with {where} failed: {exc.reason or exc}")
     if isinstance(exc, socket.gaierror):

@@ -20,6 +20,7 @@ The tree::
     │   ├── HostNotFoundError          the host name does not resolve (DNS)
     │   ├── ServerNotFoundError        nothing accepts connections there (refused, unreachable)
     │   ├── TLSError                   TLS handshake or certificate verification failed
+    │   │   └── CertificateVerifyError the broker's certificate does not verify (permanent)
     │   ├── ConnectTimeoutError        no CONNACK within the connect timeout
     │   ├── ConnectionRefusedError     CONNACK with a failure code (``reason_code``)
     │   ├── KeepaliveTimeoutError      no answer to PINGREQ in time: the link is dead
@@ -46,6 +47,7 @@ import enum
 
 __all__ = [
     "CONNACK_V3_MESSAGES",
+    "CertificateVerifyError",
     "ClientClosedError",
     "ConnectTimeoutError",
     "ConnectionLostError",
@@ -199,7 +201,15 @@ class MalformedPacketError(ProtocolError):
 
 
 class MQTTConnectionError(MQTTError, builtins.ConnectionError):
-    """The connection to the broker could not be made, or it was lost."""
+    """The connection to the broker could not be made, or it was lost.
+
+    Attributes:
+        permanent: True when trying again with the same settings cannot succeed (a refused
+            login or protocol version, a certificate that does not verify): the client stops
+            reconnecting and fails every pending operation with this error.
+    """
+
+    permanent: bool = False
 
 
 class HostNotFoundError(MQTTConnectionError):
@@ -212,6 +222,13 @@ class ServerNotFoundError(MQTTConnectionError):
 
 class TLSError(MQTTConnectionError):
     """The TLS handshake failed: certificate not trusted, host name mismatch, protocol error."""
+
+
+class CertificateVerifyError(TLSError):
+    """The broker's certificate did not verify (untrusted, expired, wrong host name): permanent,
+    since trying again finds the same certificate."""
+
+    permanent = True
 
 
 class ConnectTimeoutError(MQTTConnectionError, builtins.TimeoutError):
@@ -242,7 +259,7 @@ class ConnectionRefusedError(MQTTConnectionError):
         self.protocol_version = protocol_version
 
     @property
-    def permanent(self) -> bool:
+    def permanent(self) -> bool:  # type: ignore[override]
         """True when retrying with the same settings cannot succeed (bad credentials...)."""
         if self.protocol_version < 5:
             return self.reason_code in (1, 2, 4, 5)

@@ -45,14 +45,17 @@ link is therefore noticed within 1.5 x keepalive of the last packet received.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from . import codec
 from .errors import (
+    ConnectionLostError,
     ConnectionRefusedError,
     InvalidArgumentError,
     InvalidQoSError,
@@ -112,6 +115,7 @@ __all__ = [
     "PacketSent",
     "PublishCompleted",
     "PublishRequest",
+    "PublishResult",
     "ServerDisconnected",
     "SessionConfig",
     "State",
@@ -123,12 +127,21 @@ __all__ = [
     "prepare_publish",
     "prepare_subscribe",
     "prepare_unsubscribe",
+    "record_publish",
 ]
 
 log = logging.getLogger("mqttkit")
 
 _U16 = struct.Struct("!H")
 _EMPTY_TOPIC_FIELD: Final = b"\x00\x00"  # a zero-length topic name (a PUBLISH by Topic Alias)
+
+#: Connections in a row that may end right after a message was (re)sent, with nothing after it
+#: acknowledged, before that message fails (see ClientSession._note_connection_end).
+MAX_STRIKES: Final = 3
+#: How soon after a message was (re)sent a connection must end for that to count ("right
+#: after": a server that refuses a message closes the connection at once; a network that
+#: fails does so at any time).
+STRIKE_WINDOW: Final = 2.0
 
 #: PUBLISH bytes the session lets pile up in :meth:`ClientSession.data_to_send`'s output before
 #: it keeps further messages in its queue: the driver writes, then calls ``pump()``. This bounds
@@ -215,6 +228,26 @@ class PublishCompleted(Event):
     token: Any
     error: MQTTError | None = None
     reason_code: int = 0
+    downgraded: bool = False
+    """A QoS 2 message the broker answered with PUBACK: delivered at QoS 1 (a broker that
+    downgrades QoS 2, such as RabbitMQ)."""
+
+
+class PublishResult(int):
+    """What a publish resolves to when the broker acknowledged it at a lower QoS than asked:
+    an ``int`` (the reason code, as every publish result) that also says the QoS it was
+    delivered at. A broker that downgrades QoS 2 to 1 (RabbitMQ) answers with PUBACK: the
+    result is ``PublishResult(0, qos=1)``, the message was delivered at least once."""
+
+    qos: int
+
+    def __new__(cls, reason_code: int, qos: int) -> PublishResult:
+        self = super().__new__(cls, reason_code)
+        self.qos = qos
+        return self
+
+    def __repr__(self) -> str:
+        return f"PublishResult({int(self)}, qos={self.qos})"
 
 
 @dataclass(slots=True)
@@ -571,6 +604,25 @@ def prepare_unsubscribe(
     return UnsubscribeRequest(tuple(topic_filters), props)
 
 
+def record_publish(store: Store, key: int, request: PublishRequest) -> bool:
+    """Put ``request`` in ``store`` under ``key`` (from :attr:`ClientSession.new_key`) in the
+    form the session stores a queued message in, then pass ``key`` to
+    :meth:`ClientSession.publish`. For a driver whose publishing threads must not return
+    before the store holds the message while the session runs elsewhere.
+
+    Returns:
+        False (nothing stored) for a message the session must resolve first: one published by
+        Topic Alias alone, whose topic only the session knows.
+
+    Raises:
+        Whatever ``store.put`` raises.
+    """
+    if not request.topic:
+        return False
+    store.put(key, ClientSession._encode_publish(request, 0, False))
+    return True
+
+
 # ---------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------
@@ -632,24 +684,38 @@ class _Entry:
 
     __slots__ = (
         "data",
+        "key",
         "kind",
         "packet_id",
         "qos",
         "request",
+        "sent_at",
+        "sent_mark",
         "seq",
         "state",
+        "strikes",
         "token",
     )
 
-    def __init__(self, kind: int, seq: int, qos: int, request: Any, token: Any) -> None:
+    def __init__(
+        self, kind: int, seq: int, qos: int, request: Any, token: Any, key: int = 0
+    ) -> None:
         self.kind = kind
+        #: The session's order of work (FIFO among publishes, subscribes, unsubscribes).
         self.seq = seq
+        #: The outgoing store's key of a QoS 1/2 PUBLISH (0: not stored under its own key yet).
+        self.key = key
         self.qos = qos
         self.request = request
         self.token = token
         self.packet_id = 0
         self.state = _QUEUED
         self.data = b""
+        #: The session's send counter when this was last sent (see _note_connection_end).
+        self.sent_mark = 0
+        self.sent_at = 0.0
+        #: Connections in a row that the server ended right after this was (re)sent.
+        self.strikes = 0
 
 
 def _publish_id_offset(data: bytes) -> int:
@@ -667,15 +733,21 @@ class ClientSession:
 
     Args:
         config: settings; the session keeps the object and reads it on each connection.
+        new_key: where the outgoing store's keys come from (a callable returning a new int
+            each call, safe from any thread). A driver that replaces its session passes the
+            old session's :attr:`new_key` so keys never repeat; by default the session counts
+            on from the largest key in the outgoing store.
     """
 
     __slots__ = (
         "_ack_by_id",
+        "_acked_mark",
         "_acks",
         "_alias_max",
         "_alias_topics",
         "_aliases",
         "_buffer",
+        "_conn_mark",
         "_events",
         "_generation",
         "_inflight",
@@ -685,6 +757,7 @@ class ClientSession:
         "_level",
         "_max_out_packet",
         "_max_qos",
+        "_new_key",
         "_next_id",
         "_out",
         "_out_aliases",
@@ -697,9 +770,12 @@ class ClientSession:
         "_received_qos2",
         "_record_queued",
         "_requests",
+        "_restored",
         "_retain_available",
+        "_sent_count",
         "_seq",
         "_sub_properties",
+        "_warned_downgrade",
         "_warned_receive_max",
         "_window",
         "_window_qos2",
@@ -711,7 +787,9 @@ class ClientSession:
         "subscriptions",
     )
 
-    def __init__(self, config: SessionConfig | None = None) -> None:
+    def __init__(
+        self, config: SessionConfig | None = None, new_key: Callable[[], int] | None = None
+    ) -> None:
         self.config = config if config is not None else SessionConfig()
         self.state = State.DISCONNECTED
         #: The cause of the last connection's end, if it was an error.
@@ -760,9 +838,26 @@ class ClientSession:
         # A store someone else may read (the user's, a durable one) records queued messages
         # too; the client's own in-memory one only what has been sent.
         self._record_queued = not is_private(self.config.outgoing_store)
-        self._restore()
+        # Progress marks (see _note_connection_end): every PUBLISH/SUBSCRIBE/UNSUBSCRIBE sent
+        # takes the next _sent_count; _acked_mark is the highest mark acknowledged since.
+        self._sent_count = 0
+        self._acked_mark = 0
+        self._conn_mark = 0  # _sent_count when the current connection was made
+        self._warned_downgrade = False
+        # Queued entries loaded from the store, by key: a publisher thread may have recorded
+        # a message (record_publish) that this session loaded before its publish() arrived.
+        self._restored: dict[int, _Entry] = {}
+        last_key = self._restore()
+        self._new_key: Callable[[], int] = (
+            new_key if new_key is not None else itertools.count(last_key + 1).__next__
+        )
 
     # -- inspection -----------------------------------------------------------------------------
+
+    @property
+    def new_key(self) -> Callable[[], int]:
+        """A new outgoing-store key per call; safe from any thread (see :func:`record_publish`)."""
+        return self._new_key
 
     @property
     def protocol_level(self) -> int:
@@ -848,6 +943,7 @@ class ClientSession:
         if self.state is not State.DISCONNECTED:
             raise RuntimeError(f"connection_made() in state {self.state.name}")
         self._reset_connection()
+        self._conn_mark = self._sent_count
         self.state = State.CONNECTING
         self.error = None
         cfg = self.config
@@ -866,7 +962,6 @@ class ClientSession:
 
     def connection_lost(self, now: float, error: MQTTError | None = None) -> None:
         """The transport is closed. In-flight state is kept for the next connection."""
-        del now
         if self.state is State.DISCONNECTED:
             return
         if self.error is None:
@@ -875,12 +970,72 @@ class ClientSession:
                     f"the connection closed in the middle of a packet ({len(self._buffer)} "
                     "bytes of it had arrived)"
                 )
+            if (error is None and self.state is State.CONNECTED) or isinstance(
+                error, ConnectionLostError
+            ):
+                error = self._note_connection_end(error, now)
             self.error = error
+        elif isinstance(self.error, ServerDisconnectError):
+            self._note_connection_end(self.error, now)
         self.state = State.DISCONNECTED
         self._out = []
         self._out_size = 0
         self._buffer.clear()
         self._ping_sent = None
+
+    def _note_connection_end(self, error: MQTTError | None, now: float) -> MQTTError:
+        """The server ended the connection (end of stream, reset, or DISCONNECT). If that came
+        within ``STRIKE_WINDOW`` of sending the oldest unacknowledged PUBLISH of this
+        connection, and nothing sent after it was acknowledged, that PUBLISH may be what the
+        server refuses (a QoS, topic or size it does not take): it gets a strike, and fails
+        after ``MAX_STRIKES`` connections in a row end so (it would otherwise be resent
+        forever). Returns the error that reports this end."""
+        suspect: _Entry | None = None
+        for entry in self._inflight.values():
+            if (
+                entry.state == _SENT
+                and entry.sent_mark > self._conn_mark
+                and (suspect is None or entry.sent_mark < suspect.sent_mark)
+            ):
+                suspect = entry
+        if suspect is not None and (
+            self._acked_mark >= suspect.sent_mark or now - suspect.sent_at > STRIKE_WINDOW
+        ):
+            suspect = None  # the server went on past it, or took its time: not its fault
+        detail = ""
+        if suspect is not None:
+            suspect.strikes += 1
+            request: PublishRequest = suspect.request
+            detail = (
+                f" right after PUBLISH id {suspect.packet_id} (QoS {suspect.qos}, topic "
+                f"{request.topic!r}, {len(request.payload):,} bytes payload)"
+            )
+            if suspect.strikes >= MAX_STRIKES:
+                self._fail_refused(suspect)
+        if error is not None:
+            if detail and not isinstance(error, ServerDisconnectError):
+                error = ConnectionLostError(f"{error}{detail}")
+            return error
+        return ConnectionLostError(f"the server closed the connection{detail}")
+
+    def _fail_refused(self, entry: _Entry) -> None:
+        # The server closed the connection each time this message was sent: give up on it,
+        # free its identifier, and let the rest of the queue go.
+        del self._inflight[entry.packet_id]
+        if entry.qos == 2:
+            self._qos2_inflight -= 1
+        self._store_delete(entry.key)
+        request: PublishRequest = entry.request
+        self._complete(
+            entry,
+            PublishError(
+                f"the server closed the connection each time this message was sent "
+                f"({entry.strikes} times in a row; QoS {entry.qos}, topic {request.topic!r}, "
+                f"{len(request.payload):,} bytes payload): the QoS, the topic or the size may "
+                "be refused by this server",
+                ReasonCode.UNSPECIFIED_ERROR,
+            ),
+        )
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Bytes arrived from the broker. Never raises."""
@@ -947,22 +1102,45 @@ class ClientSession:
 
     # -- application interface -----------------------------------------------------------------
 
-    def publish(self, request: PublishRequest, now: float, token: Any = None) -> None:
+    def publish(
+        self, request: PublishRequest, now: float, token: Any = None, key: int = 0
+    ) -> None:
         """Queue a message; it is sent at once when connected and the window has room.
 
         Completion is reported by a :class:`PublishCompleted` event carrying ``token``.
+
+        Args:
+            key: nonzero when the message is already in the outgoing store under ``key`` (put
+                there by :func:`record_publish` in the publishing thread). If this call raises,
+                the record is deleted.
 
         Raises:
             QueueFullError: ``max_queued`` messages are already waiting.
             PacketTooLargeError: larger than the broker's Maximum Packet Size.
             InvalidArgumentError: properties with an older protocol level.
         """
+        if key:
+            restored = self._restored.pop(key, None)
+            if restored is not None:
+                # This session loaded the record before the call arrived: that entry is it.
+                restored.token = token
+                return
+            try:
+                self._publish(request, now, token, key)
+            except BaseException:
+                self._store_delete(key)
+                raise
+            return
+        self._publish(request, now, token, 0)
+
+    def _publish(self, request: PublishRequest, now: float, token: Any, key: int) -> None:
         if (request.properties_bytes is None) == (self._level == MQTT_5):
             raise InvalidArgumentError(
                 f"this request was prepared for another protocol level than {self._level}"
             )
         if request.properties_bytes is not None and request.properties.topic_alias is not None:
             request = self._resolve_outgoing_alias(request)
+        recorded = bool(key)
         connected = self.state is State.CONNECTED
         queue = self._queue
         if connected:
@@ -978,7 +1156,9 @@ class ClientSession:
                     self._events.append(PublishCompleted(token))
                 return
         self._seq += 1
-        entry = _Entry(_PUBLISH, self._seq, request.qos, request, token)
+        if request.qos and not key:
+            key = self._new_key()
+        entry = _Entry(_PUBLISH, self._seq, request.qos, request, token, key)
         if (
             connected
             and not queue
@@ -989,10 +1169,12 @@ class ClientSession:
             self._send_publish(entry, now)
             return
         if self._queue_full(len(request.payload)) and not self._make_room(entry):
+            if recorded:
+                self._store_delete(key)
             return  # dropped (policy drop_newest)
-        if request.qos and self._record_queued:
+        if request.qos and self._record_queued and not recorded:
             entry.data = self._encode_publish(request, 0, False)
-            self.config.outgoing_store.put(entry.seq, entry.data)
+            self.config.outgoing_store.put(entry.key, entry.data)
         queue.append(entry)
         self._queued_bytes += len(request.payload)
 
@@ -1024,12 +1206,35 @@ class ClientSession:
         if self.config.trace_packets:
             self._events.append(PacketSent(codec.decode(data, self._level)))
 
-    def _queue_full(self, size: int) -> bool:
+    def _queue_full(self, size: int, waiting: int = 0, waiting_bytes: int = 0) -> bool:
         cfg = self.config
-        if len(self._queue) >= cfg.max_queued:
+        if len(self._queue) + waiting >= cfg.max_queued:
             return True
         limit = cfg.max_queued_bytes
-        return limit is not None and self._queued_bytes + size > limit
+        return limit is not None and self._queued_bytes + waiting_bytes + size > limit
+
+    def admission_error(self, size: int, waiting: int, waiting_bytes: int) -> MQTTError | None:
+        """For a driver whose calls reach the session later (from another thread): the
+        :class:`QueueFullError` that :meth:`publish` of a message of ``size`` payload bytes
+        would raise with ``waiting`` messages (``waiting_bytes`` payload bytes) still on their
+        way to it, or None. Only the ``reject`` policy refuses. Reads counters only: safe to
+        call from any thread (an estimate there, exact for one publishing thread)."""
+        if self.config.queue_policy != "reject" or not self._queue_full(
+            size, waiting, waiting_bytes
+        ):
+            return None
+        return self._queue_full_error(waiting, waiting_bytes)
+
+    def _queue_full_error(self, waiting: int = 0, waiting_bytes: int = 0) -> QueueFullError:
+        cfg = self.config
+        limit = f"max_queued={cfg.max_queued}"
+        if cfg.max_queued_bytes is not None:
+            limit += f", max_queued_bytes={cfg.max_queued_bytes}"
+        return QueueFullError(
+            f"{len(self._queue) + waiting} messages ({self._queued_bytes + waiting_bytes:,} "
+            f"payload bytes) are already waiting to be sent ({limit}); wait for the "
+            "connection, raise the limit, or choose queue_policy='drop_oldest' / 'drop_newest'"
+        )
 
     def _make_room(self, entry: _Entry) -> bool:
         """Apply the queue policy for ``entry``; True if it may be queued now."""
@@ -1050,18 +1255,11 @@ class ClientSession:
                 queue.remove(oldest)
                 self._queued_bytes -= len(oldest.request.payload)
                 if oldest.qos:
-                    self._store_delete(oldest.seq)
+                    self._store_delete(oldest.key)
                 self._drop(oldest, "drop_oldest")
             if not self._queue_full(size):
                 return True
-        limit = f"max_queued={cfg.max_queued}"
-        if cfg.max_queued_bytes is not None:
-            limit += f", max_queued_bytes={cfg.max_queued_bytes}"
-        raise QueueFullError(
-            f"{len(self._queue)} messages ({self._queued_bytes:,} payload bytes) are already "
-            f"waiting to be sent ({limit}); wait for the connection, raise the limit, or choose "
-            "queue_policy='drop_oldest' / 'drop_newest'"
-        )
+        raise self._queue_full_error()
 
     def _drop(self, entry: _Entry, policy: str) -> None:
         request: PublishRequest = entry.request
@@ -1176,7 +1374,7 @@ class ClientSession:
             list(self._queue) + list(self._inflight.values()) + list(self._requests.values())
         ):
             if forget and entry.kind == _PUBLISH and entry.qos:
-                self._store_delete(entry.seq)
+                self._store_delete(entry.key)
             self._complete(entry, error)
         self._queue.clear()
         self._queued_bytes = 0
@@ -1319,7 +1517,10 @@ class ClientSession:
             data = self._encode_publish(request, packet_id, False)
         entry.data = data
         entry.state = _SENT
-        self.config.outgoing_store.put(entry.seq, data)
+        self._sent_count += 1
+        entry.sent_mark = self._sent_count
+        entry.sent_at = now
+        self.config.outgoing_store.put(entry.key, data)
         self._inflight[packet_id] = entry
         if entry.qos == 2:
             self._qos2_inflight += 1
@@ -1337,6 +1538,8 @@ class ClientSession:
     def _send_request(self, entry: _Entry, now: float) -> None:
         packet_id = self._allocate_id()
         entry.packet_id = packet_id
+        self._sent_count += 1
+        entry.sent_mark = self._sent_count
         self._requests[packet_id] = entry
         request = entry.request
         packet: Packet
@@ -1402,13 +1605,13 @@ class ClientSession:
                     # Refused for good (over the broker's limits [MQTT-3.2.2-11, -14, -15]): drop
                     # it from the store too, or every restart would load it again.
                     if entry.qos:
-                        self._store_delete(entry.seq)
+                        self._store_delete(entry.key)
                     self._complete(entry, exc)
                     continue
                 try:
                     self._send_publish(entry, now)
                 except Exception as exc:  # the store failed: this message cannot go safely
-                    log.exception("outgoing store failed; message %d not sent", entry.seq)
+                    log.exception("outgoing store failed; message %d not sent", entry.key)
                     error = StoreError(f"the outgoing store failed: {exc!r}")
                     error.__cause__ = exc
                     self._complete(entry, error)
@@ -1447,8 +1650,10 @@ class ClientSession:
 
     def _complete(self, entry: _Entry, error: MQTTError | None, reason_code: int = 0) -> None:
         if entry.kind == _PUBLISH:
+            if self._restored:
+                self._restored.pop(entry.key, None)
             if entry.qos and error is None:
-                self._store_delete(entry.seq)
+                self._store_delete(entry.key)
             if entry.token is not None:
                 self._events.append(PublishCompleted(entry.token, error, reason_code))
         elif entry.kind == _SUBSCRIBE:
@@ -1542,13 +1747,16 @@ class ClientSession:
                         del self._inflight[packet_id]
                         if entry.qos == 2:
                             self._qos2_inflight -= 1
-                        self._store_delete(entry.seq)
+                        self._store_delete(entry.key)
                         self._complete(entry, exc)
                         continue
                 data = entry.data
                 if not data[0] & 0x08:
                     data = bytes((data[0] | 0x08,)) + data[1:]
                     entry.data = data
+                self._sent_count += 1
+                entry.sent_mark = self._sent_count
+                entry.sent_at = now
                 request = entry.request
                 if request.properties_bytes is not None and request.properties.topic_alias:
                     # Resent with its topic (stored forms always carry it): the alias is set.
@@ -1591,10 +1799,10 @@ class ClientSession:
                 # sent must find it queued, not in flight under an identifier of the lost
                 # session.
                 entry.data = self._encode_publish(entry.request, 0, False)
-                self._store_put(entry.seq, entry.data)
+                self._store_put(entry.key, entry.data)
             else:
                 entry.data = b""  # encoded again, with its new identifier, when sent
-                self.config.outgoing_store.delete(entry.seq)
+                self.config.outgoing_store.delete(entry.key)
             requeue.append(entry)
         self._inflight.clear()
         self._qos2_inflight = 0
@@ -1694,24 +1902,42 @@ class ClientSession:
 
     def _puback(self, packet_id: int, reason_code: int, now: float) -> None:
         entry = self._inflight.get(packet_id)
-        if entry is None or entry.qos != 1:
+        if entry is None or (entry.qos != 1 and entry.state != _SENT):
             log.info("ignored PUBACK for packet id %d, which is not in flight", packet_id)
             return
         del self._inflight[packet_id]
-        self._finish_publish(entry, reason_code)
+        if entry.qos == 2:
+            # A broker that downgrades QoS 2 to 1 (RabbitMQ) answers with PUBACK: the message
+            # was delivered at QoS 1. The flow is over; its result says so.
+            if not self._warned_downgrade:
+                self._warned_downgrade = True
+                log.warning(
+                    "the broker answered a QoS 2 PUBLISH (packet id %d) with PUBACK: it "
+                    "delivers QoS 2 messages at QoS 1 (at least once, not exactly once)",
+                    packet_id,
+                )
+            self._finish_publish(entry, reason_code, downgraded=True)
+        else:
+            self._finish_publish(entry, reason_code)
         if self._queue:
             self._pump(now)
 
-    def _finish_publish(self, entry: _Entry, reason_code: int) -> None:
+    def _finish_publish(
+        self, entry: _Entry, reason_code: int, *, downgraded: bool = False
+    ) -> None:
         # The entry has just left _inflight.
         if entry.qos == 2:
             self._qos2_inflight -= 1
-        self._store_delete(entry.seq)
+        self._acked_mark = max(self._acked_mark, entry.sent_mark)
+        entry.strikes = 0
+        if self._restored:
+            self._restored.pop(entry.key, None)
+        self._store_delete(entry.key)
         error = None
         if reason_code >= 0x80:
             error = PublishError("the broker refused the message", reason_code)
         if entry.token is not None:
-            self._events.append(PublishCompleted(entry.token, error, reason_code))
+            self._events.append(PublishCompleted(entry.token, error, reason_code, downgraded))
 
     def _on_pubrec(self, packet: PubRec, now: float) -> None:
         self._pubrec(packet.packet_id, packet.reason_code, now)
@@ -1732,16 +1958,18 @@ class ClientSession:
             self._finish_publish(entry, reason_code)
             self._pump(now)
             return
+        self._acked_mark = max(self._acked_mark, entry.sent_mark)
+        entry.strikes = 0
         rel_bytes = b"\x62\x02" + _U16.pack(packet_id)
         if entry.state != _RELEASED:
             entry.state = _RELEASED
             entry.data = rel_bytes
             try:
-                self._store_put(entry.seq, rel_bytes)
+                self._store_put(entry.key, rel_bytes)
             except Exception:
                 # The PUBLISH form stays stored: after a restart it is resent with DUP, which
                 # the broker answers with PUBREC again. Logged, and the flow goes on.
-                log.exception("outgoing store failed to record PUBREC of entry %d", entry.seq)
+                log.exception("outgoing store failed to record PUBREC of entry %d", entry.key)
             # Keep released flows in PUBREC order, the order PUBREL must go in [MQTT-4.6.0-4].
             self._inflight[packet_id] = self._inflight.pop(packet_id)
         self._send(rel_bytes, now, PubRel(packet_id) if self.config.trace_packets else None)
@@ -1791,6 +2019,7 @@ class ClientSession:
                 f"SUBACK has {len(packet.reason_codes)} return codes for {len(subs)} filters"
             )
         del self._requests[packet.packet_id]
+        self._acked_mark = max(self._acked_mark, entry.sent_mark)
         props: Properties = entry.request.properties
         for sub, code in zip(subs, packet.reason_codes, strict=True):
             if code < 0x80:
@@ -1817,6 +2046,7 @@ class ClientSession:
                 f"UNSUBACK has {len(codes)} reason codes for {len(filters)} filters"
             )
         del self._requests[packet.packet_id]
+        self._acked_mark = max(self._acked_mark, entry.sent_mark)
         for i, topic_filter in enumerate(filters):
             if not codes or codes[i] < 0x80:
                 self.subscriptions.pop(topic_filter, None)
@@ -1882,17 +2112,20 @@ class ClientSession:
         self._writable = True
         self._warned_receive_max = False
 
-    def _restore(self) -> None:
-        """Load unfinished flows from the stores (a durable store after a restart)."""
+    def _restore(self) -> int:
+        """Load unfinished flows from the stores (a durable store after a restart); return the
+        largest outgoing key found (0: none)."""
         cfg = self.config
+        last_key = 0
         for key, value in cfg.outgoing_store.iterate():
-            self._seq = max(self._seq, key)
+            last_key = max(last_key, key)
             if not value:
                 continue
+            self._seq += 1
             kind = value[0] >> 4
             if kind == PacketType.PUBREL:
                 packet_id = (value[2] << 8) | value[3]
-                entry = _Entry(_PUBLISH, key, 2, None, None)
+                entry = _Entry(_PUBLISH, self._seq, 2, None, None, key)
                 entry.packet_id, entry.state, entry.data = packet_id, _RELEASED, value
                 self._inflight[packet_id] = entry
                 self._qos2_inflight += 1
@@ -1922,7 +2155,7 @@ class ClientSession:
                 if cfg.protocol_level == MQTT_5
                 else None,
             )
-            entry = _Entry(_PUBLISH, key, packet.qos, request, None)
+            entry = _Entry(_PUBLISH, self._seq, packet.qos, request, None, key)
             entry.data = value
             if packet.packet_id and not queued:
                 entry.packet_id, entry.state = packet.packet_id, _SENT
@@ -1932,8 +2165,10 @@ class ClientSession:
             else:
                 self._queue.append(entry)
                 self._queued_bytes += len(request.payload)
+                self._restored[key] = entry
         for key, _value in cfg.incoming_store.iterate():
             self._received_qos2.add(key)
+        return last_key
 
     def __repr__(self) -> str:
         return (

@@ -37,9 +37,9 @@ from .._api import auth_properties, filters_from, granted_from, subscriptions_fr
 from ..aio.engine import Engine
 from ..options import ClientOptions, parse_options
 from ..protocol import session as s
-from ..protocol.errors import OperationTimeoutError, UnknownOptionError
+from ..protocol.errors import OperationTimeoutError, StoreError, UnknownOptionError
 from ..protocol.packets import Publish
-from ..protocol.store import MemoryStore
+from ..protocol.store import MemoryStore, is_private
 from .events import EventEmitter, _arity
 
 __all__ = ["Client", "Handle", "connect", "engine_loop"]
@@ -394,6 +394,13 @@ class Client(EventEmitter):
         # runs (see _process).
         self._durable_incoming = not isinstance(self.options.incoming_store, MemoryStore)
         self._protocol_version = self.options.protocol_version
+        # A store the user passed: publish() returns once it holds the message (the publishing
+        # thread puts it there itself; see _record).
+        self._record = not is_private(self.options.outgoing_store)
+        # With queue_policy="reject", publish() raises QueueFullError itself: it counts the
+        # calls still on their way to the loop thread as waiting too.
+        self._max_queued = self.options.max_queued
+        self._check_bytes = self.options.max_queued_bytes is not None
         if self.options.callback is not None:
             self.on("message", self.options.callback)
 
@@ -510,8 +517,53 @@ class Client(EventEmitter):
                 self._protocol_version,
             )
         handle = Handle(_PUBLISH, callback, self)
-        self._engine.submit(self._engine_publish, request, handle)
+        engine = self._engine
+        refusal = engine.refusal()
+        if refusal is not None:
+            handle.reject(refusal)  # closed, or stopped for good: fails at once, with why
+            return handle
+        session = engine.session
+        waiting = engine.commands_waiting
+        if self._check_bytes or session.queued + waiting >= self._max_queued:
+            error = session.admission_error(len(request.payload), waiting, 0)
+            if error is not None:
+                raise error
+        if request.qos and self._record:
+            key = self._store(request)
+            if key < 0:
+                # Not recordable here (a message by Topic Alias alone): wait until the loop
+                # thread's session has stored it, so that the rule holds all the same.
+                _check_not_on_loop_thread("publishing by Topic Alias alone with a store")
+                stored = threading.Event()
+                engine.submit(self._engine_publish, request, handle)
+                engine.submit(stored.set)
+                stored.wait()
+                return handle
+            engine.submit(self._engine_publish, request, handle, key)
+            return handle
+        engine.submit(self._engine_publish, request, handle)
         return handle
+
+    def _store(self, request: s.PublishRequest) -> int:
+        """Put a QoS 1/2 message in the user's outgoing store from the publishing thread; its
+        key (-1: the loop thread must store it)."""
+        engine = self._engine
+        store = self.options.outgoing_store
+        key = engine.session.new_key()
+        try:
+            if not s.record_publish(store, key, request):
+                return -1
+            if threading.current_thread() is _loop_thread:
+                # An inline listener publishing: the loop turn holds the store's writes.
+                commit = getattr(store, "commit", None)
+                if callable(commit):
+                    commit()
+        except Exception as exc:
+            error = StoreError(f"the outgoing store failed to record the message: {exc!r}")
+            error.__cause__ = exc
+            raise error from exc
+        return key
+
 
     def subscribe(
         self,
