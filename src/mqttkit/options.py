@@ -88,6 +88,11 @@ class ClientOptions:
     """Password for CONNECT (str is sent as UTF-8); never logged or shown."""
     protocol_version: int = MQTT_3_1_1
     """3 (MQTT 3.1), 4 (MQTT 3.1.1, default) or 5 (MQTT 5.0) (seed: ``protocolVersion``)."""
+    protocol_fallback: bool = False
+    """With ``protocol_version=5``: fall back to MQTT 3.1.1 when the server refuses MQTT 5
+    (CONNACK return code 1, as NATS answers; or a close before CONNACK on the first
+    connection, as RabbitMQ's MQTT plugin does). ``protocol_version`` then reads 4; messages
+    and subscriptions that need MQTT 5 fail with :class:`InvalidArgumentError`."""
     will: Will | None = None
     """Last Will: a :class:`Will` or a dict with ``topic``, ``payload``, ``qos``, ``retain``."""
     properties: Properties = NO_PROPERTIES
@@ -291,8 +296,9 @@ def parse_options(
             values["cadata"] = ca
         else:
             values["cafile"] = ca
+    empty_id = values.get("client_id") == ""
     opts = ClientOptions(**values)
-    return _validate(opts)
+    return _validate(opts, empty_client_id=empty_id)
 
 
 def _unknown(name: str) -> str:
@@ -337,7 +343,7 @@ def _parse_url(url: str) -> dict[str, Any]:
     return values
 
 
-def _validate(o: ClientOptions) -> ClientOptions:
+def _validate(o: ClientOptions, *, empty_client_id: bool = False) -> ClientOptions:
     if o.transport not in DEFAULT_PORTS and o.transport != "unix":
         raise InvalidOptionError(
             f"unsupported transport/protocol {o.transport!r}; use mqtt, mqtts, ws, wss or unix"
@@ -372,14 +378,33 @@ def _validate(o: ClientOptions) -> ClientOptions:
     o.reconnect_period = _number(o.reconnect_period, "seconds")
     o.reconnect_max = _number(o.reconnect_max, "seconds")
     o.close_timeout = _number(o.close_timeout, "seconds")
+    if not isinstance(o.protocol_fallback, bool):
+        raise InvalidOptionError(
+            f"protocol_fallback must be True or False, not {o.protocol_fallback!r}"
+        )
+    if o.protocol_fallback and o.protocol_version != MQTT_5:
+        raise InvalidOptionError("protocol_fallback needs protocol_version=5 (it falls back to 4)")
     if o.reconnect_period < 0 or o.reconnect_max < 0 or o.close_timeout < 0:
         raise InvalidOptionError("reconnect_period, reconnect_max and close_timeout must be >= 0")
     o.clean = bool(o.clean)
     if o.client_id is None or o.client_id == "":
-        if o.client_id == "" and not o.clean and o.protocol_version == MQTT_5:
-            pass  # MQTT 5: the server assigns one, and we keep it for reconnects
-        else:
-            o.client_id = "mqttkit_" + secrets.token_hex(4)
+        if not empty_client_id:
+            o.client_id = "mqttkit_" + secrets.token_hex(4)  # not given: a random one
+        elif o.protocol_version == MQTT_5:
+            pass  # sent empty: the server assigns one (kept for reconnects)
+        elif o.protocol_version == MQTT_3_1:
+            raise InvalidOptionError(
+                "MQTT 3.1 needs a client_id of 1 to 23 characters; give one, or leave it out "
+                "for a random one"
+            )
+        elif not o.clean:
+            # [MQTT-3.1.3-7], [MQTT-3.1.3-8]: the server must refuse it, and a persistent
+            # session under a random id could never be resumed.
+            raise InvalidOptionError(
+                "an empty client_id needs clean=True with MQTT 3.1.1 (the server refuses it "
+                "with a kept session, which no later connection could resume); give a fixed "
+                "client_id, or use protocol_version=5 to get one assigned by the server"
+            )
     if not isinstance(o.client_id, str):
         raise InvalidOptionError(f"client_id must be a str, not {type(o.client_id).__name__}")
     if len(o.client_id.encode("utf-8", "surrogatepass")) > 65535:

@@ -41,6 +41,7 @@ from ..protocol import session as s
 from ..protocol.errors import (
     ClientClosedError,
     ConnectionLostError,
+    ConnectionRefusedError,
     ConnectTimeoutError,
     InvalidOptionError,
     MQTTConnectionError,
@@ -49,7 +50,7 @@ from ..protocol.errors import (
     ServerDisconnectError,
     StoreError,
 )
-from ..protocol.packets import Auth, ConnAck, Properties, Publish
+from ..protocol.packets import MQTT_3_1_1, MQTT_5, Auth, ConnAck, Properties, Publish
 from ..protocol.store import MemoryStore
 from .transport import make_ssl_context, map_connect_error, map_lost_error, open_transport
 
@@ -200,6 +201,8 @@ class Engine:
         self._store_begins: list[Callable[[], None]] = []
         self._store_commits: list[Callable[[], None]] = []
         self._holding = False
+        self._ever_connected = False  # a CONNACK accepted once (protocol_fallback)
+        self._closed_before_connack = False  # the last attempt ended so
         for store in {
             id(st): st for st in (options.outgoing_store, options.incoming_store)
         }.values():
@@ -490,11 +493,15 @@ class Engine:
                 await self._connect_once()
             except MQTTError as exc:
                 error = exc
+                if self._fall_back(error):
+                    first = True  # not a reconnect: the same first attempt, at 3.1.1
+                    continue
             except Exception as exc:  # a bug must not end reconnecting silently
                 log.exception("unexpected error while connecting")
                 error = map_connect_error(exc, self.options)
             else:
                 offline_emitted = False
+                self._ever_connected = True
                 connected_at = self.loop.time()
                 assert self._lost is not None
                 error = await self._lost
@@ -522,6 +529,20 @@ class Engine:
             self._wake = None
         if self.state == _RUNNING:
             self._stop(error)
+
+    def _fall_back(self, error: MQTTError) -> bool:
+        """With protocol_fallback: the server refused MQTT 5, so speak 3.1.1 from now on."""
+        if not self.options.protocol_fallback or self.session.config.protocol_level != MQTT_5:
+            return False
+        refused = isinstance(error, ConnectionRefusedError) and error.unsupported_version
+        closed = self._closed_before_connack and not self._ever_connected
+        if not (refused or closed):
+            return False
+        log.warning("%s refused MQTT 5 (%s): falling back to MQTT 3.1.1", self.options.url, error)
+        self.session.fall_back(MQTT_3_1_1)
+        self.options.protocol_version = MQTT_3_1_1
+        self._process_events()  # what needed MQTT 5 has failed
+        return True
 
     def _stop(self, error: MQTTError | None) -> None:
         """Stopped for good without close(): every pending operation fails at once with the
@@ -673,6 +694,11 @@ class Engine:
         self._cancel_timer()
         error = session.error  # the first cause: ours (protocol, keepalive) or the transport's
         connack = self._connack
+        self._closed_before_connack = (
+            connack is not None
+            and not connack.done()
+            and (error is None or isinstance(error, ConnectionLostError))
+        )
         if connack is not None and not connack.done():
             connack.set_exception(
                 error
@@ -782,6 +808,9 @@ class Engine:
                 else:
                     event.token.reject(event.error)
             elif isinstance(event, s.Connected):
+                if not self.options.client_id:
+                    # MQTT 5 Assigned Client Identifier: every later connection uses it.
+                    self.options.client_id = self.session.config.client_id
                 if self._connack is not None and not self._connack.done():
                     self._connack.set_result(event.connack)
                 emit("connect", event.connack)

@@ -734,6 +734,17 @@ def decode(data: bytes, protocol_level: int = MQTT_3_1_1) -> Packet:
     return decode_packet(first, buf, start, end, protocol_level)
 
 
+def v3_connack_code(first: int, data: bytes, start: int, end: int) -> int | None:
+    """The return code of an MQTT 3.1.1-shaped CONNACK (two bytes, no properties), else None.
+
+    A server that does not speak MQTT 5 answers its CONNECT this way, with return code 1
+    (unacceptable protocol version) [MQTT-3.1.2-2]; decoded as MQTT 5 it would be malformed.
+    """
+    if first == 0x20 and end - start == 2:
+        return data[start + 1]
+    return None
+
+
 def decode_packet(first: int, data: bytes, start: int, end: int, protocol_level: int) -> Packet:
     """Decode the frame ``first`` + ``data[start:end]`` at the given protocol level.
 

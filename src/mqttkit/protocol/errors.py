@@ -259,6 +259,14 @@ class ConnectionRefusedError(MQTTConnectionError):
         self.protocol_version = protocol_version
 
     @property
+    def unsupported_version(self) -> bool:
+        """True when the server refused the protocol version (MQTT 3.x return code 1, MQTT 5
+        reason code 0x84)."""
+        if self.protocol_version < 5:
+            return self.reason_code == 1
+        return self.reason_code == ReasonCode.UNSUPPORTED_PROTOCOL_VERSION
+
+    @property
     def permanent(self) -> bool:  # type: ignore[override]
         """True when retrying with the same settings cannot succeed (bad credentials...)."""
         if self.protocol_version < 5:

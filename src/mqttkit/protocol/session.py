@@ -55,6 +55,7 @@ from typing import Any, Final
 
 from . import codec
 from .errors import (
+    CONNACK_V3_MESSAGES,
     ConnectionLostError,
     ConnectionRefusedError,
     InvalidArgumentError,
@@ -520,6 +521,10 @@ def prepare_publish(
         request.alias_only = False
         return request
     props = _check_properties(properties, protocol_level, "publish")
+    alias = props.topic_alias
+    if alias is not None and (type(alias) is not int or not 1 <= alias <= 65_535):
+        # [MQTT-3.3.2-8]: a Topic Alias of 0 is a protocol error; the field is two bytes.
+        raise InvalidArgumentError(f"topic_alias must be 1..65535, not {alias!r} [MQTT-3.3.2-8]")
     if isinstance(topic, str) and topic == "" and props.topic_alias is not None:
         topic_bytes = b""  # an empty topic name with a topic alias [MQTT-3.3.2-?]
     else:
@@ -749,6 +754,7 @@ class ClientSession:
         "_buffer",
         "_conn_mark",
         "_events",
+        "_fell_back",
         "_generation",
         "_inflight",
         "_keepalive",
@@ -844,6 +850,7 @@ class ClientSession:
         self._acked_mark = 0
         self._conn_mark = 0  # _sent_count when the current connection was made
         self._warned_downgrade = False
+        self._fell_back = False  # fall_back() happened: MQTT 5 requests are converted
         # Queued entries loaded from the store, by key: a publisher thread may have recorded
         # a message (record_publish) that this session loaded before its publish() arrived.
         self._restored: dict[int, _Entry] = {}
@@ -1049,6 +1056,11 @@ class ClientSession:
                 self._receive_connected(frames, now)
                 return
             for first, buf, start, end in frames:
+                if state is State.CONNECTING and self._level == MQTT_5:
+                    code = codec.v3_connack_code(first, buf, start, end)
+                    if code is not None:
+                        self._refused_as_v3(code)
+                        break
                 packet = codec.decode_packet(first, buf, start, end, self._level)
                 if self.config.trace_packets:
                     self._events.append(PacketReceived(packet))
@@ -1064,6 +1076,73 @@ class ClientSession:
             )
             error.__cause__ = exc
             self._close(error, ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR)
+
+    def _refused_as_v3(self, code: int) -> None:
+        # MQTT 5 CONNECT answered with an MQTT 3.1.1 CONNACK: a server that does not speak 5.
+        what = CONNACK_V3_MESSAGES.get(code, f"return code {code}")
+        error = ConnectionRefusedError(
+            code,
+            MQTT_3_1_1,
+            f"the server does not speak MQTT 5: it answered the MQTT 5 CONNECT with an MQTT "
+            f"3.1.1 CONNACK ({what}); connect with protocol_version=4, or pass "
+            "protocol_fallback=True to fall back to 3.1.1 by itself",
+        )
+        connack = ConnAck(False, code)
+        if self.config.trace_packets:
+            self._events.append(PacketReceived(connack))
+        self._events.append(ConnectionRefused(connack, error))
+        self._close(error, None, send_disconnect=False)
+
+    def fall_back(self, level: int) -> None:
+        """Speak protocol ``level`` (3.1.1) from the next connection on, after the server
+        refused MQTT 5: queued and stored messages are re-encoded for it; those that need
+        MQTT 5 (properties, a Topic Alias) fail with :class:`InvalidArgumentError`, as do
+        subscriptions with MQTT 5 options. Call while disconnected."""
+        if self.state is not State.DISCONNECTED:
+            raise RuntimeError(f"fall_back() in state {self.state.name}")
+        self.config.protocol_level = level
+        self._level = level
+        self._fell_back = True
+        error = InvalidArgumentError(
+            f"this needs MQTT 5, and the server speaks protocol level {level} only"
+        )
+        for entry in list(self._queue) + list(self._inflight.values()):
+            if entry.kind != _PUBLISH:
+                request = entry.request
+                options = any(
+                    sub.no_local or sub.retain_as_published or sub.retain_handling
+                    for sub in getattr(request, "subscriptions", ())
+                )
+                if request.properties or options:
+                    self._queue.remove(entry)
+                    self._complete(entry, error)
+                continue
+            if entry.state == _RELEASED:
+                continue  # PUBREL is the same at both levels
+            request = entry.request
+            if request.properties:
+                if entry.state == _QUEUED:
+                    self._queue.remove(entry)
+                    self._queued_bytes -= len(request.payload)
+                else:
+                    del self._inflight[entry.packet_id]
+                    if entry.qos == 2:
+                        self._qos2_inflight -= 1
+                if entry.qos:
+                    self._store_delete(entry.key)
+                self._complete(entry, error)
+                continue
+            entry.request = converted = prepare_publish(
+                request.topic, request.payload, request.qos, request.retain, None, level
+            )
+            if entry.data:
+                entry.data = self._encode_publish(
+                    converted, entry.packet_id, bool(entry.data[0] & 0x08)
+                )
+                self._store_put(entry.key, entry.data)
+            elif entry.qos and self._record_queued:
+                entry.data = self._encode_publish(converted, 0, False)
+                self._store_put(entry.key, entry.data)
 
     def _closing(self) -> bool:
         return self.state is State.CLOSING
@@ -1102,9 +1181,7 @@ class ClientSession:
 
     # -- application interface -----------------------------------------------------------------
 
-    def publish(
-        self, request: PublishRequest, now: float, token: Any = None, key: int = 0
-    ) -> None:
+    def publish(self, request: PublishRequest, now: float, token: Any = None, key: int = 0) -> None:
         """Queue a message; it is sent at once when connected and the window has room.
 
         Completion is reported by a :class:`PublishCompleted` event carrying ``token``.
@@ -1135,9 +1212,17 @@ class ClientSession:
 
     def _publish(self, request: PublishRequest, now: float, token: Any, key: int) -> None:
         if (request.properties_bytes is None) == (self._level == MQTT_5):
-            raise InvalidArgumentError(
-                f"this request was prepared for another protocol level than {self._level}"
+            if self._level == MQTT_5 or request.properties or not self._fell_back:
+                raise InvalidArgumentError(
+                    f"this request was prepared for another protocol level than {self._level}"
+                    + ("" if self._level == MQTT_5 else " (it needs MQTT 5)")
+                )
+            # Prepared for MQTT 5 just before a fall back to 3.1.1 (fall_back()).
+            request = prepare_publish(
+                request.topic, request.payload, request.qos, request.retain, None, self._level
             )
+            if key and self._record_queued:
+                self._store_put(key, self._encode_publish(request, 0, False))
         if request.properties_bytes is not None and request.properties.topic_alias is not None:
             request = self._resolve_outgoing_alias(request)
         recorded = bool(key)
@@ -1439,6 +1524,22 @@ class ClientSession:
             return _EMPTY_TOPIC_FIELD
         self._out_aliases[alias] = request.topic
         return request.topic_field
+
+    def check_topic_alias(self, request: PublishRequest) -> None:
+        """Raise :class:`PublishError` if ``request`` uses a Topic Alias above the connected
+        broker's Topic Alias Maximum [MQTT-3.3.2-9] (nothing is known while disconnected).
+        Reads one attribute: safe from any thread, for a front that checks before handing the
+        request to the session's thread."""
+        connack = self.connack
+        alias = request.properties.topic_alias
+        if alias is None or connack is None or self.state is not State.CONNECTED:
+            return
+        maximum = connack.properties.topic_alias_maximum or 0
+        if alias > maximum:
+            raise PublishError(
+                f"topic alias {alias} exceeds the broker's Topic Alias Maximum {maximum}",
+                ReasonCode.TOPIC_ALIAS_INVALID,
+            )
 
     def _check_sendable(self, request: PublishRequest) -> None:
         # Limits the broker announced in CONNACK (MQTT 5) [MQTT-3.2.2-11, -14, -15].
@@ -1922,9 +2023,7 @@ class ClientSession:
         if self._queue:
             self._pump(now)
 
-    def _finish_publish(
-        self, entry: _Entry, reason_code: int, *, downgraded: bool = False
-    ) -> None:
+    def _finish_publish(self, entry: _Entry, reason_code: int, *, downgraded: bool = False) -> None:
         # The entry has just left _inflight.
         if entry.qos == 2:
             self._qos2_inflight -= 1

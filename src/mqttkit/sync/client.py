@@ -393,7 +393,6 @@ class Client(EventEmitter):
         # With a durable incoming store, each QoS 2 receipt is stored before the next listener
         # runs (see _process).
         self._durable_incoming = not isinstance(self.options.incoming_store, MemoryStore)
-        self._protocol_version = self.options.protocol_version
         # A store the user passed: publish() returns once it holds the message (the publishing
         # thread puts it there itself; see _record).
         self._record = not is_private(self.options.outgoing_store)
@@ -410,6 +409,12 @@ class Client(EventEmitter):
     def connected(self) -> bool:
         """True while connected to the broker."""
         return self._engine.connected
+
+    @property
+    def client_id(self) -> str:
+        """The client identifier in use: the one given, a random one, or (MQTT 5, given empty)
+        the one the server assigned, once connected."""
+        return self._engine.session.config.client_id or self.options.client_id
 
     @property
     def protocol_version(self) -> int:
@@ -502,7 +507,7 @@ class Client(EventEmitter):
         """
         if options is None:
             request = s.prepare_publish(
-                topic, message, qos or 0, retain or False, properties, self._protocol_version
+                topic, message, qos or 0, retain or False, properties, self.options.protocol_version
             )
         else:
             if callable(options):
@@ -514,7 +519,7 @@ class Client(EventEmitter):
                 opts.get("qos", 0) if qos is None else qos,
                 opts.get("retain", False) if retain is None else retain,
                 opts.get("properties") if properties is None else properties,
-                self._protocol_version,
+                self.options.protocol_version,
             )
         handle = Handle(_PUBLISH, callback, self)
         engine = self._engine
@@ -523,6 +528,8 @@ class Client(EventEmitter):
             handle.reject(refusal)  # closed, or stopped for good: fails at once, with why
             return handle
         session = engine.session
+        if request.properties_bytes is not None and request.properties.topic_alias:
+            session.check_topic_alias(request)
         waiting = engine.commands_waiting
         if self._check_bytes or session.queued + waiting >= self._max_queued:
             error = session.admission_error(len(request.payload), waiting, 0)
@@ -563,7 +570,6 @@ class Client(EventEmitter):
             error.__cause__ = exc
             raise error from exc
         return key
-
 
     def subscribe(
         self,
@@ -645,7 +651,7 @@ class Client(EventEmitter):
         Raises:
             InvalidArgumentError: not MQTT 5, or no ``authentication_method``.
         """
-        props = auth_properties(properties, self._protocol_version)
+        props = auth_properties(properties, self.options.protocol_version)
         self._engine.submit(self._engine.reauthenticate, props)
 
     def flush(self, timeout: float | None = None) -> bool:
