@@ -1008,7 +1008,8 @@ class ClientSession:
         if suspect is not None and (
             self._acked_mark >= suspect.sent_mark or now - suspect.sent_at > STRIKE_WINDOW
         ):
-            suspect = None  # the server went on past it, or took its time: not its fault
+            suspect.strikes = 0  # the server went on past it, or took its time: the row ends
+            suspect = None
         detail = ""
         if suspect is not None:
             suspect.strikes += 1
