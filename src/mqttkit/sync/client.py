@@ -26,6 +26,7 @@ hold rule in :mod:`mqttkit.sync.events`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -400,6 +401,10 @@ class Client(EventEmitter):
         # calls still on their way to the loop thread as waiting too.
         self._max_queued = self.options.max_queued
         self._check_bytes = self.options.max_queued_bytes is not None
+        # Publishes handed to the loop thread (a ticket each: next() is atomic) and taken by
+        # it (written by the loop thread only): their difference is what is on its way.
+        self._handed = itertools.count()
+        self._taken = 0
         if self.options.callback is not None:
             self.on("message", self.options.callback)
 
@@ -530,26 +535,38 @@ class Client(EventEmitter):
         session = engine.session
         if request.properties_bytes is not None and request.properties.topic_alias:
             session.check_topic_alias(request)
-        waiting = engine.commands_waiting
+        waiting = next(self._handed) - self._taken  # this call's ticket is taken below
         if self._check_bytes or session.queued + waiting >= self._max_queued:
             error = session.admission_error(len(request.payload), waiting, 0)
             if error is not None:
+                engine.submit(self._take)  # the ticket, so that the count stays true
                 raise error
+        key = 0
         if request.qos and self._record:
-            key = self._store(request)
+            try:
+                key = self._store(request)
+                if key < 0:
+                    _check_not_on_loop_thread("publishing by Topic Alias alone with a store")
+            except BaseException:
+                engine.submit(self._take)
+                raise
             if key < 0:
                 # Not recordable here (a message by Topic Alias alone): wait until the loop
                 # thread's session has stored it, so that the rule holds all the same.
-                _check_not_on_loop_thread("publishing by Topic Alias alone with a store")
                 stored = threading.Event()
-                engine.submit(self._engine_publish, request, handle)
+                engine.submit(self._publish_on_loop, request, handle, 0)
                 engine.submit(stored.set)
                 stored.wait()
                 return handle
-            engine.submit(self._engine_publish, request, handle, key)
-            return handle
-        engine.submit(self._engine_publish, request, handle)
+        engine.submit(self._publish_on_loop, request, handle, key)
         return handle
+
+    def _take(self) -> None:
+        self._taken += 1
+
+    def _publish_on_loop(self, request: s.PublishRequest, handle: Handle, key: int) -> None:
+        self._taken += 1
+        self._engine_publish(request, handle, key)
 
     def _store(self, request: s.PublishRequest) -> int:
         """Put a QoS 1/2 message in the user's outgoing store from the publishing thread; its
