@@ -412,3 +412,251 @@ def test_topic_alias_publishing_survives_a_reconnect(mosquitto_factory) -> None:
             await messages.aclose()
 
     run(main())
+
+
+# -- several tasks iterating messages() at once ------------------------------------------------
+
+
+async def _take_turns(
+    client: Client,
+    got: list[bytes],
+    seen: list[bytes],
+    n: int,
+    all_in: asyncio.Event,
+    got_ten: asyncio.Event | None = None,
+) -> list[bytes]:
+    """One of several loops over ``client.messages()``: records each payload in its own
+    ``got`` and in the shared ``seen`` (taking a message and recording it happen in one step,
+    so ``seen`` is in the order the loops took them), then yields so the loops take turns.
+    Sets ``all_in`` once ``seen`` has ``n`` messages, ``got_ten`` once ``got`` has 10."""
+    async for message in client.messages():
+        got.append(message.payload)
+        seen.append(message.payload)
+        if len(seen) == n:
+            all_in.set()
+        if got_ten is not None and len(got) == 10:
+            got_ten.set()
+        await asyncio.sleep(0)
+    return got
+
+
+async def _wait_all_acknowledged(client: Client) -> None:
+    """Wait, bounded (5 s), until the session holds no unacknowledged incoming message."""
+    assert client._engine is not None
+    session = client._engine.session
+    for _ in range(500):
+        if session.unacknowledged == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{session.unacknowledged} messages still unacknowledged after 5 s")
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+@pytest.mark.parametrize("loops", [2, 3])
+def test_several_loops_share_the_messages(mosquitto: MosquittoBroker, loops: int, qos: int) -> None:
+    n = 300
+
+    async def main() -> tuple[list[list[bytes]], list[bytes]]:
+        client = Client(mosquitto.url)
+        await client.connect()
+        try:
+            per_loop: list[list[bytes]] = [[] for _ in range(loops)]
+            seen: list[bytes] = []
+            all_in = asyncio.Event()
+            tasks = [
+                asyncio.create_task(_take_turns(client, got, seen, n, all_in)) for got in per_loop
+            ]
+            await client.subscribe("multi/t", qos=qos)  # a round trip: every loop waits by now
+            for i in range(n):
+                client.publish("multi/t", str(i), qos=qos)
+            await client.flush()
+            await asyncio.wait_for(all_in.wait(), 10)
+            if qos:
+                await _wait_all_acknowledged(client)
+            await client.close()
+            await asyncio.wait_for(asyncio.gather(*tasks), 5)  # closing ends every loop
+            return per_loop, seen
+        finally:
+            await client.close(force=True)
+
+    per_loop, seen = run(main())
+    expected = [str(i).encode() for i in range(n)]
+    assert seen == expected  # each message exactly once, taken in arrival order
+    assert sorted(m for got in per_loop for m in got) == sorted(expected)
+    assert all(per_loop)  # waiting loops are woken in turn: every loop had some
+
+
+def test_closing_ends_every_waiting_loop(mosquitto: MosquittoBroker) -> None:
+    async def collect(client: Client) -> list[bytes]:
+        return [message.payload async for message in client.messages()]
+
+    async def main() -> list[list[bytes]]:
+        client = Client(mosquitto.url)
+        await client.connect()
+        try:
+            tasks = [asyncio.create_task(collect(client)) for _ in range(3)]
+            await client.subscribe("multi/none")  # a round trip: every loop waits by now
+            assert client._waiters is not None
+            assert len(client._waiters) == 3
+            await client.close()
+            return await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        finally:
+            await client.close(force=True)
+
+    assert run(main()) == [[], [], []]
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+def test_cancelling_one_loop_loses_nothing(mosquitto: MosquittoBroker, qos: int) -> None:
+    # At QoS 1 this also checks that the cancelled loop's last message is acknowledged: the
+    # session sends acknowledgements in arrival order, so a lost one would hold back all
+    # those after it and Mosquitto (20 in flight) would stop sending.
+    n = 300
+
+    async def main() -> tuple[list[list[bytes]], list[bytes]]:
+        client = Client(mosquitto.url)
+        await client.connect()
+        try:
+            per_loop: list[list[bytes]] = [[] for _ in range(3)]
+            seen: list[bytes] = []
+            all_in = asyncio.Event()
+            got_ten = asyncio.Event()  # loop 0, the one cancelled, has had 10 messages
+            tasks = [
+                asyncio.create_task(
+                    _take_turns(client, got, seen, n, all_in, None if i else got_ten)
+                )
+                for i, got in enumerate(per_loop)
+            ]
+            await client.subscribe("multi/cancel", qos=qos)
+            for i in range(n):
+                client.publish("multi/cancel", str(i), qos=qos)
+            await asyncio.wait_for(got_ten.wait(), 10)
+            tasks[0].cancel()
+            await client.flush()
+            await asyncio.wait_for(all_in.wait(), 10)
+            if qos:
+                await _wait_all_acknowledged(client)
+            await client.close()
+            with pytest.raises(asyncio.CancelledError):
+                await tasks[0]
+            await asyncio.wait_for(asyncio.gather(*tasks[1:]), 5)
+            return per_loop, seen
+        finally:
+            await client.close(force=True)
+
+    per_loop, seen = run(main())
+    expected = [str(i).encode() for i in range(n)]
+    assert seen == expected  # nothing lost, nothing twice
+    assert 10 <= len(per_loop[0]) < n
+    assert per_loop[1]
+    assert per_loop[2]
+
+
+def test_a_loop_cancelled_once_woken_passes_its_message_on(mosquitto: MosquittoBroker) -> None:
+    # The race the cancel test above may or may not hit, made deterministic: a message wakes
+    # the first waiting loop, which is cancelled before it runs; the next loop gets it.
+    async def main() -> None:
+        async with Client(mosquitto.url) as client:
+            first = asyncio.create_task(anext(client.messages()))
+            second = asyncio.create_task(anext(client.messages()))
+            await client.subscribe("multi/woken")  # a round trip: both loops wait by now
+            assert client._waiters is not None
+            assert len(client._waiters) == 2
+            client.message(Publish("multi/woken", b"one"), None)  # wakes `first`...
+            first.cancel()  # ...cancelled before it runs
+            assert (await asyncio.wait_for(second, 5)).payload == b"one"
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            assert client._messages is not None
+            assert not client._messages
+
+    run(main())
+
+
+def test_acknowledgements_keep_arrival_order_across_loops() -> None:
+    # Two loops: the first holds message 5 in its body while the second finishes message 6
+    # and asks for the next. PUBACK 6 waits for PUBACK 5, then both go, in arrival order.
+    with FakeBroker() as broker:
+        server, accepted = _serve_one(broker)
+
+        async def main() -> None:
+            async with Client(broker.url, reconnect_period=0) as client:
+                await asyncio.to_thread(server.join, 5)
+                conn = accepted[0]
+                release = asyncio.Event()
+                took = {"slow": asyncio.Event(), "quick": asyncio.Event()}
+                got: dict[str, list[int | None]] = {"slow": [], "quick": []}
+
+                async def loop(name: str) -> None:
+                    async for message in client.messages():
+                        got[name].append(message.packet_id)
+                        took[name].set()
+                        if name == "slow":
+                            await release.wait()
+
+                slow = asyncio.create_task(loop("slow"))  # waits first, so is woken first
+                quick = asyncio.create_task(loop("quick"))
+                await asyncio.to_thread(conn.send, Publish("in/t", b"5", qos=1, packet_id=5))
+                await asyncio.to_thread(conn.send, Publish("in/t", b"6", qos=1, packet_id=6))
+                await asyncio.wait_for(took["slow"].wait(), 5)
+                await asyncio.wait_for(took["quick"].wait(), 5)
+                # `quick` has asked for its next message (same step as took.set()): 6 is
+                # acknowledged by the application but waits for 5.
+                assert got == {"slow": [5], "quick": [6]}
+                assert client._engine is not None
+                assert client._engine.session.unacknowledged == 2
+                await asyncio.to_thread(conn.expect_silence, 0.3)
+                release.set()
+                assert (await asyncio.to_thread(conn.expect, PubAck)).packet_id == 5
+                assert (await asyncio.to_thread(conn.expect, PubAck)).packet_id == 6
+                await client.close()
+                await asyncio.wait_for(asyncio.gather(slow, quick), 5)
+
+        run(main())
+
+
+def test_qos1_taken_by_several_loops_is_acknowledged_to_the_broker(
+    mosquitto: MosquittoBroker,
+) -> None:
+    # Every message three loops took is acknowledged: reconnecting to the kept session, the
+    # broker resends none of them (it would send them before anything published afterwards).
+    n = 200
+
+    async def main() -> bytes:
+        options = {"client_id": "multi-ack", "clean": False}
+        client = Client(mosquitto.url, **options)
+        await client.connect()
+        try:
+            per_loop: list[list[bytes]] = [[] for _ in range(3)]
+            seen: list[bytes] = []
+            all_in = asyncio.Event()
+            tasks = [
+                asyncio.create_task(_take_turns(client, got, seen, n, all_in)) for got in per_loop
+            ]
+            await client.subscribe("multi/ack", qos=1)
+            for i in range(n):
+                client.publish("multi/ack", str(i), qos=1)
+            await client.flush()
+            await asyncio.wait_for(all_in.wait(), 10)
+            await _wait_all_acknowledged(client)
+            await client.close()
+            await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        finally:
+            await client.close(force=True)
+        assert sorted(seen, key=int) == [str(i).encode() for i in range(n)]
+        # Mosquitto must have read the whole first connection (PUBACKs, then DISCONNECT)
+        # before the second one takes the session over: a takeover drops unread bytes.
+        for _ in range(500):  # bounded: 5 s
+            if "Client multi-ack disconnected" in mosquitto.log_text():
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("Mosquitto did not log the first connection's DISCONNECT")
+        async with Client(mosquitto.url, **options) as again:
+            await again.publish("multi/ack", "marker", qos=1)
+            messages = again.messages()
+            first = await asyncio.wait_for(anext(messages), 5)
+            await messages.aclose()
+            return first.payload
+
+    assert run(main()) == b"marker"

@@ -5,6 +5,13 @@ A thin front over :class:`~mqttkit.aio.engine.Engine`: it turns operation tokens
 and message events into an async iterator. Incoming QoS 1/2 messages are acknowledged when the
 consumer asks for the next message (or leaves the loop), so the broker only considers a message
 delivered once the application's loop body has run for it.
+
+Any number of tasks may iterate ``messages()`` at once; they share one queue. A message event
+appends to the queue and wakes the longest-waiting consumer (one per message); a consumer takes
+the queue's head when it runs, with no await between taking it and yielding it, so a message is
+either queued or in a loop body, never in between. A woken consumer that is cancelled before it
+runs passes its wake-up on, so the message it was woken for goes to another consumer. The
+session sends acknowledgements in arrival order whatever order the consumers finish in.
 """
 
 from __future__ import annotations
@@ -65,7 +72,8 @@ class Client:
         self._engine: Engine | None = None
         self._written: _Token | None = None  # the completed future of QoS 0 sent at once
         self._messages: deque[tuple[Publish, s.Ack | None]] | None = None  # made on first use
-        self._message_waiter: asyncio.Future[None] | None = None
+        # Consumers waiting for a message, longest-waiting first; made on first use.
+        self._waiters: deque[asyncio.Future[None]] | None = None
         self._connect_waiter: asyncio.Future[ConnAck] | None = None
         #: Incoming QoS 0 messages dropped because the consumer was ``max_buffered`` behind.
         self.dropped = 0
@@ -83,9 +91,18 @@ class Client:
             self._drop_qos0(len(messages))
             return
         messages.append((message, ack))
-        waiter = self._message_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if self._waiters:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        # One message, one wake-up: the longest-waiting consumer still waiting (a cancelled
+        # one's future is done already; it removes itself when it runs).
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def _drop_qos0(self, waiting: int) -> None:
         # QoS 0 and the consumer is max_buffered behind: drop it (QoS 1/2 wait, never
@@ -115,7 +132,7 @@ class Client:
                 log.warning("mqttkit: %s", args[0])
         elif name == "end":
             self._ended = True
-            self._wake_consumer()
+            self._wake_consumers()
 
     def events_done(self) -> None:
         """End of a batch of engine events (internal): nothing to do, delivery is direct."""
@@ -123,15 +140,18 @@ class Client:
     def stopped(self) -> None:
         """Engine stopped (internal)."""
         self._ended = True
-        self._wake_consumer()
+        self._wake_consumers()
         waiter = self._connect_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(ClientClosedError("the client stopped before it connected"))
 
-    def _wake_consumer(self) -> None:
-        waiter = self._message_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def _wake_consumers(self) -> None:
+        # The end: every waiting consumer drains what is queued, then leaves its loop.
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -139,6 +159,14 @@ class Client:
     def connected(self) -> bool:
         """True while connected to the broker."""
         return self._engine is not None and self._engine.connected
+
+    @property
+    def client_id(self) -> str:
+        """The client identifier in use: the one given, a random one, or (MQTT 5, given empty)
+        the one the server assigned, once connected."""
+        if self._engine is not None and self._engine.session.config.client_id:
+            return self._engine.session.config.client_id
+        return self.options.client_id
 
     @property
     def protocol_version(self) -> int:
@@ -316,6 +344,11 @@ class Client:
 
         Each QoS 1/2 message is acknowledged to the broker when the loop asks for the next
         one (or ends), i.e. after the loop body has handled it.
+
+        Several tasks may iterate at once: each message goes to exactly one of them, taken
+        in arrival order, and waiting loops are woken in the order they started waiting. A
+        loop that is cancelled or left loses no message. Acknowledgements still reach the
+        broker in arrival order: one held by a slow loop body holds back those after it.
         """
         engine = self._require_engine()
         pending_ack: s.Ack | None = None
@@ -329,16 +362,31 @@ class Client:
                         self._messages = deque()
                     if self._ended:
                         return
-                    self._message_waiter = engine.loop.create_future()
+                    waiters = self._waiters
+                    if waiters is None:
+                        waiters = self._waiters = deque()
+                    waiter = engine.loop.create_future()
+                    waiters.append(waiter)
                     try:
-                        await self._message_waiter
-                    finally:
-                        self._message_waiter = None
+                        await waiter
+                    except BaseException:
+                        self._abandon_wait(waiter)
+                        raise
                 message, pending_ack = self._messages.popleft()
                 yield message
         finally:
             if pending_ack is not None and self._engine is not None:
                 self._engine.acknowledge(pending_ack)
+
+    def _abandon_wait(self, waiter: asyncio.Future[None]) -> None:
+        # A consumer cancelled while it waited for a message.
+        if waiter.done() and not waiter.cancelled():
+            # Woken for a message but cancelled before it ran: pass the wake-up on, or that
+            # message would wait in the queue for the next one to arrive.
+            if self._messages:
+                self._wake_one()
+        elif self._waiters is not None and waiter in self._waiters:
+            self._waiters.remove(waiter)
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
