@@ -393,10 +393,10 @@ class Engine:
     def refusal(self) -> MQTTError | None:
         """Why a new operation fails at once, or None: the client is closed, or stopped for
         good (a permanent refusal, or the last attempt failed with reconnecting off)."""
+        if self.stop_error is not None and self.state in (_IDLE, _CLOSED):
+            return self.stop_error  # the cause outlives a close() after it (asyncio: connect)
         if self.state in (_CLOSED, _CLOSING):
             return ClientClosedError("the client is closed; call connect() first")
-        if self.state == _IDLE and self.stop_error is not None:
-            return self.stop_error
         return None
 
     def reauthenticate(self, properties: Properties) -> None:
