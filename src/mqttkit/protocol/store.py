@@ -13,6 +13,32 @@ A client has two stores (the seed's ``outgoingStore`` and ``incomingStore``):
 The session calls the store synchronously, before the bytes it records leave (so a durable store
 is always ahead of the wire). Keys are ints, values are bytes. A store must keep, for each key,
 the last value put; ``iterate`` yields the live entries in key order.
+
+Threads. A store given to the blocking client (``mqttkit.Client``) is called from the
+publishing threads (``publish()`` returns once the store holds the message) as well as from the
+client's loop thread, possibly at the same moment: ``put`` and ``delete`` must be thread-safe,
+and for one key the last call made must win. ``MemoryStore`` is, under the GIL: each call is a
+single dict operation. A slow ``put`` (an fsync) is best shared: a store may commit the writes
+of threads that call at once together (``mqttkit.stores.SQLiteStore`` does).
+
+Optional batch extension: ``begin()`` and ``commit()``. A store may also have these two
+methods; the client looks them up with ``getattr(store, "begin", None)`` and, without them,
+calls the store one write at a time, each durable when it returns. With them, the loop thread
+calls ``begin()`` at the start of a loop turn and ``commit()`` before it writes any bytes to the
+network and at the end of the turn, so that the writes of one turn (say 50 acknowledgements read
+at once) cost one commit:
+
+* ``begin()``: from now on, this thread's ``put``/``delete`` calls may return before they are
+  durable (they are held). Calling it again before ``commit()`` is harmless: still one batch.
+* ``commit()``: makes everything this thread holds durable (and may also commit what other
+  threads have pending); returns once it is. Afterwards this thread's writes are durable when
+  they return again. Without a ``begin()`` before, it is a no-op apart from that flush.
+  It raises if a held write could not be stored.
+* ``get``/``iterate`` on the holding thread see its held writes. A write from another thread
+  while writes are held must still be durable when it returns; committing the held writes with
+  it is allowed (earlier durability is never wrong).
+
+``MemoryStore`` has both, as no-ops: nothing of it is durable, so nothing needs holding.
 """
 
 from __future__ import annotations
@@ -25,7 +51,8 @@ __all__ = ["MemoryStore", "Store", "private_store"]
 
 @runtime_checkable
 class Store(Protocol):
-    """What the session needs from a store. Implement these five methods for your own."""
+    """What the session needs from a store. Implement these five methods for your own
+    (thread-safe ``put``/``delete``; ``begin``/``commit`` optional, see the module docstring)."""
 
     def put(self, key: int, value: bytes) -> None:
         """Insert or replace the value for ``key``."""
@@ -69,6 +96,12 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    def begin(self) -> None:
+        """The optional batch extension (see the module docstring): nothing to hold."""
+
+    def commit(self) -> None:
+        """The optional batch extension: nothing to commit."""
 
     def __len__(self) -> int:
         return len(self._data)
