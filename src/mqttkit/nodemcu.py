@@ -556,11 +556,11 @@ class Client:
             self._fire("message", topic, payload)
 
     def close(self) -> bool:
-        """Close the connection: DISCONNECT at once (so the broker discards the Last Will).
-
-        What was published before is written first, but acknowledgements still outstanding are
-        not waited for (their callbacks do not fire), as the firmware drops its queue. No
-        ``offline`` follows. Non-blocking: safe from a callback.
+        """Close the connection gracefully: what was published before is sent, its
+        acknowledgements are awaited (at most ``close_timeout``, 10 s; also while a reconnect
+        is under way), then DISCONNECT (so the broker discards the Last Will). The firmware
+        drops its queue instead; here an accepted message is not dropped. No ``offline``
+        follows. Non-blocking: safe from a callback.
 
         Returns:
             True if a connection was open or under way (connecting, reconnecting); False if
@@ -573,7 +573,7 @@ class Client:
                 return False
             conn.closed = True
             conn.connected = False
-            conn.close_handle = conn.client.close(force=True)
+            conn.close_handle = conn.client.close()
         return True
 
     # -- operations ---------------------------------------------------------------------------
