@@ -165,3 +165,25 @@ def test_untrusted_certificate_fails_connect_and_publishes(
             await client.close(force=True)
 
     run(main())
+
+
+def test_async_with_exit_during_an_outage_sends_what_was_queued(mosquitto_factory) -> None:
+    # The graceful close at the end of `async with`, while the client is between connections:
+    # it waits (within close_timeout) for the connection, sends, and waits for the PUBACKs.
+    broker = mosquitto_factory()
+
+    async def main() -> list[int]:
+        async with Client(broker.url, reconnect_period=0.05, reconnect_max=0.2) as client:
+            await asyncio.to_thread(broker.stop)
+            for _ in range(200):  # bounded: the loss is noticed at once (end of stream)
+                if not client.connected:
+                    break
+                await asyncio.sleep(0.01)
+            assert not client.connected
+            futures = [client.publish("outage/t", str(i), qos=1) for i in range(100)]
+            restart = asyncio.create_task(asyncio.to_thread(broker.start))
+            # __aexit__ runs the graceful close now, with the broker still coming back.
+        await restart
+        return [f.result() for f in futures]
+
+    assert run(main()) == [0] * 100
