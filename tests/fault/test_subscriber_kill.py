@@ -109,6 +109,7 @@ def test_subscriber_killed_at_random_moments(
         if counts[seq] > 1:
             counts[seq] -= 1
             reruns.append(seq)
+    # Every publish() above returned: all n messages are accepted.
     result = Result.tally("subscriber-kill", {s: qos_of(s) for s in range(n)}, counts)
     result.faults = {
         "kills": len(points),
