@@ -15,8 +15,10 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import mqttkit
+from mqttkit.stores import SQLiteStore
 from mqttkit.testing import MosquittoBroker
 from tests.support.recorder import Recorder
 
@@ -102,3 +104,62 @@ def test_qos2_receipt_is_stored_before_the_next_listener_runs(
     second.connect()
     assert done.wait(20)
     assert not behind, f"listeners ran ahead of the stored receipts: {behind[:5]}"
+
+
+class _ReleaseLog(SQLiteStore):
+    """An SQLiteStore that remembers the keys the client deleted (released by PUBREL, which
+    the broker sends only after our PUBREC, itself written after the receipt was committed)."""
+
+    __slots__ = ("released",)
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, name="in", durability="batched")
+        self.released: set[int] = set()
+
+    def delete(self, key: int) -> None:
+        self.released.add(key)
+        super().delete(key)
+
+
+def test_qos2_receipt_is_committed_before_the_next_listener_runs_with_a_batching_store(
+    tmp_path: Path, mosquitto: MosquittoBroker, make_client: Callable[..., mqttkit.Client]
+) -> None:
+    # SQLiteStore has begin()/commit(): the loop thread holds its writes for a turn. A receipt
+    # must still be committed (seen through another connection to the file) before the next
+    # listener runs, or a kill there delivers the message again.
+    n = 60
+    path = tmp_path / "receipts.db"
+    store = _ReleaseLog(path)
+    other = SQLiteStore(path, name="in")
+    options = {"client_id": "receipts-db", "clean": False, "incoming_store": store}
+    first = make_client(url=mosquitto.url, **options)
+    Recorder(first).wait_for("connect")
+    first.subscribe("receipts-db/t", qos=2).result(5)
+    assert first.close().wait(10)
+    publisher = make_client(url=mosquitto.url)
+    for i in range(n):
+        publisher.publish("receipts-db/t", str(i), qos=2)
+    assert publisher.flush(10)
+    previous: list[int] = []
+    missing: list[int] = []
+    done = threading.Event()
+
+    def on_message(topic: str, message: bytes, packet: mqttkit.Publish) -> None:
+        if previous:
+            pid = previous[-1]
+            if pid not in store.released and other.get(pid) is None:
+                missing.append(pid)
+        previous.append(packet.packet_id)  # type: ignore[arg-type]
+        if len(previous) == n:
+            done.set()
+
+    second = make_client(url=mosquitto.url, connect=False, **options)
+    second.on("message", on_message)
+    second.connect()
+    try:
+        assert done.wait(20)
+        assert not missing, f"receipts not committed when the next listener ran: {missing[:5]}"
+    finally:
+        assert second.close().wait(10)
+        other.close()
+        store.close()

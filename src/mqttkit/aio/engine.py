@@ -423,14 +423,25 @@ class Engine:
             self.loop.call_soon(self._after_now)  # its ConnectionClosing, after this batch
 
     def acknowledge(self, ack: s.Ack) -> None:
-        """The application has the message of ``ack``."""
+        """The application has the message of ``ack``. A QoS 2 receipt is durable in the
+        incoming store when this returns (the next listener may run then), even in the middle
+        of a turn that holds the store's writes."""
         self.session.acknowledge(ack, self.loop.time())
+        if ack.qos == 2:
+            self._commit_held()
         self._after()
 
     def acknowledge_now(self, ack: s.Ack) -> None:
         """As :meth:`acknowledge`, from a listener the engine is calling (inline dispatch):
         the acknowledgement is written with the rest of the events' output, after them."""
         self.session.acknowledge(ack, self.loop.time())
+        if ack.qos == 2:
+            self._commit_held()
+
+    def _commit_held(self) -> None:
+        # Make what this turn holds durable now, and go on holding for the rest of it.
+        if self._holding and self._commit_stores():
+            self._hold_stores()
 
     def flush(self, token: Token) -> None:
         """Resolve ``token`` once every operation issued so far has completed (QoS 0 written,
