@@ -4,6 +4,7 @@ without a store, and what publish() refuses at once."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -122,9 +123,17 @@ def test_publish_after_close_fails_at_once(
     Recorder(client).wait_for("connect")
     assert client.close().wait(5)
     errors: list[object] = []
-    handle = client.publish("t", "x", {"qos": 1}, errors.append)
+    called = threading.Event()
+
+    def callback(err: object) -> None:
+        errors.append(err)
+        called.set()
+
+    handle = client.publish("t", "x", {"qos": 1}, callback)
     assert handle.done()
     assert isinstance(handle.exception(0), mqttkit.ClientClosedError)
+    assert called.wait(5)  # the callback runs too, on the dispatch thread
+    assert errors == [handle.exception(0)]
 
 
 def test_reject_raises_queue_full_from_publish(

@@ -144,6 +144,15 @@ class Handle:
         elif error is not None:
             log.debug("operation failed with no callback: %s", error)
 
+    def _fail_at_once(self, error: BaseException) -> None:
+        # On the caller's thread, before anyone else has the handle: complete it, and run its
+        # callback on the dispatch thread (never on the caller's, never through the loop's
+        # non-thread-safe call_soon).
+        self._error = error
+        self._done = True
+        if self._callback is not None:
+            self._client._dispatcher.put([("_callback", self)])
+
     def _run_callback(self) -> None:
         callback = self._callback
         assert callback is not None
@@ -530,7 +539,7 @@ class Client(EventEmitter):
         engine = self._engine
         refusal = engine.refusal()
         if refusal is not None:
-            handle.reject(refusal)  # closed, or stopped for good: fails at once, with why
+            handle._fail_at_once(refusal)  # closed, or stopped for good: with why
             return handle
         session = engine.session
         if request.properties_bytes is not None and request.properties.topic_alias:
