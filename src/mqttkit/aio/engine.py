@@ -147,6 +147,8 @@ class _Protocol(asyncio.Protocol):
 
 # Engine states.
 _IDLE, _RUNNING, _CLOSING, _CLOSED = "idle", "running", "closing", "closed"
+#: The state of an engine that connects, is connected or reconnects (compare with ``is``).
+RUNNING = _RUNNING
 
 
 class Engine:
@@ -210,6 +212,9 @@ class Engine:
             if not isinstance(store, MemoryStore) and callable(begin) and callable(commit):
                 self._store_begins.append(begin)
                 self._store_commits.append(commit)
+        #: Publish calls run so far (a front counting what is on its way reads it; only the
+        #: loop thread writes it).
+        self.publishes_taken = 0
         #: Why the engine stopped for good (set when it stops without close(); cleared by
         #: start()): every pending operation failed with it, and new ones fail with it at once.
         self.stop_error: MQTTError | None = None
@@ -342,6 +347,7 @@ class Engine:
 
         ``key``: nonzero when the publishing thread has already put the message in the
         outgoing store (:func:`~mqttkit.protocol.session.record_publish`)."""
+        self.publishes_taken += 1
         if not request.qos and self.publish_now(request):
             if token is not None:
                 token.resolve(0)
@@ -389,6 +395,10 @@ class Engine:
             return
         self.session.unsubscribe(request, self.loop.time(), token)
         self._after()
+
+    def take_ticket(self) -> None:
+        """Count a publish call that never came (see :attr:`publishes_taken`)."""
+        self.publishes_taken += 1
 
     def refusal(self) -> MQTTError | None:
         """Why a new operation fails at once, or None: the client is closed, or stopped for

@@ -698,7 +698,6 @@ class _Entry:
         "sent_mark",
         "seq",
         "state",
-        "strikes",
         "token",
     )
 
@@ -719,8 +718,6 @@ class _Entry:
         #: The session's send counter when this was last sent (see _note_connection_end).
         self.sent_mark = 0
         self.sent_at = 0.0
-        #: Connections in a row that the server ended right after this was (re)sent.
-        self.strikes = 0
 
 
 def _publish_id_offset(data: bytes) -> int:
@@ -780,6 +777,7 @@ class ClientSession:
         "_retain_available",
         "_sent_count",
         "_seq",
+        "_strikes",
         "_sub_properties",
         "_warned_downgrade",
         "_warned_receive_max",
@@ -849,6 +847,8 @@ class ClientSession:
         self._sent_count = 0
         self._acked_mark = 0
         self._conn_mark = 0  # _sent_count when the current connection was made
+        # Connections in a row that ended right after a message was (re)sent, by its key.
+        self._strikes: dict[int, int] = {}
         self._warned_downgrade = False
         self._fell_back = False  # fall_back() happened: MQTT 5 requests are converted
         # Queued entries loaded from the store, by key: a publisher thread may have recorded
@@ -1008,25 +1008,25 @@ class ClientSession:
         if suspect is not None and (
             self._acked_mark >= suspect.sent_mark or now - suspect.sent_at > STRIKE_WINDOW
         ):
-            suspect.strikes = 0  # the server went on past it, or took its time: the row ends
+            self._strikes.pop(suspect.key, None)  # it went on past it, or took its time
             suspect = None
         detail = ""
         if suspect is not None:
-            suspect.strikes += 1
+            strikes = self._strikes[suspect.key] = self._strikes.get(suspect.key, 0) + 1
             request: PublishRequest = suspect.request
             detail = (
                 f" right after PUBLISH id {suspect.packet_id} (QoS {suspect.qos}, topic "
                 f"{request.topic!r}, {len(request.payload):,} bytes payload)"
             )
-            if suspect.strikes >= MAX_STRIKES:
-                self._fail_refused(suspect)
+            if strikes >= MAX_STRIKES:
+                self._fail_refused(suspect, strikes)
         if error is not None:
             if detail and not isinstance(error, ServerDisconnectError):
                 error = ConnectionLostError(f"{error}{detail}")
             return error
         return ConnectionLostError(f"the server closed the connection{detail}")
 
-    def _fail_refused(self, entry: _Entry) -> None:
+    def _fail_refused(self, entry: _Entry, strikes: int) -> None:
         # The server closed the connection each time this message was sent: give up on it,
         # free its identifier, and let the rest of the queue go.
         del self._inflight[entry.packet_id]
@@ -1038,7 +1038,7 @@ class ClientSession:
             entry,
             PublishError(
                 f"the server closed the connection each time this message was sent "
-                f"({entry.strikes} times in a row; QoS {entry.qos}, topic {request.topic!r}, "
+                f"({strikes} times in a row; QoS {entry.qos}, topic {request.topic!r}, "
                 f"{len(request.payload):,} bytes payload): the QoS, the topic or the size may "
                 "be refused by this server",
                 ReasonCode.UNSPECIFIED_ERROR,
@@ -1197,72 +1197,68 @@ class ClientSession:
             PacketTooLargeError: larger than the broker's Maximum Packet Size.
             InvalidArgumentError: properties with an older protocol level.
         """
-        if key:
+        if key and self._restored:
             restored = self._restored.pop(key, None)
             if restored is not None:
                 # This session loaded the record before the call arrived: that entry is it.
                 restored.token = token
                 return
-            try:
-                self._publish(request, now, token, key)
-            except BaseException:
-                self._store_delete(key)
-                raise
-            return
-        self._publish(request, now, token, 0)
-
-    def _publish(self, request: PublishRequest, now: float, token: Any, key: int) -> None:
-        if (request.properties_bytes is None) == (self._level == MQTT_5):
-            if self._level == MQTT_5 or request.properties or not self._fell_back:
-                raise InvalidArgumentError(
-                    f"this request was prepared for another protocol level than {self._level}"
-                    + ("" if self._level == MQTT_5 else " (it needs MQTT 5)")
+        try:
+            if (request.properties_bytes is None) == (self._level == MQTT_5):
+                if self._level == MQTT_5 or request.properties or not self._fell_back:
+                    raise InvalidArgumentError(
+                        f"this request was prepared for another protocol level than {self._level}"
+                        + ("" if self._level == MQTT_5 else " (it needs MQTT 5)")
+                    )
+                # Prepared for MQTT 5 just before a fall back to 3.1.1 (fall_back()).
+                request = prepare_publish(
+                    request.topic, request.payload, request.qos, request.retain, None, self._level
                 )
-            # Prepared for MQTT 5 just before a fall back to 3.1.1 (fall_back()).
-            request = prepare_publish(
-                request.topic, request.payload, request.qos, request.retain, None, self._level
-            )
-            if key and self._record_queued:
-                self._store_put(key, self._encode_publish(request, 0, False))
-        if request.properties_bytes is not None and request.properties.topic_alias is not None:
-            request = self._resolve_outgoing_alias(request)
-        recorded = bool(key)
-        connected = self.state is State.CONNECTED
-        queue = self._queue
-        if connected:
-            if self._level == MQTT_5:
-                self._check_sendable(request)  # the limits only MQTT 5 announces
-            if not request.qos and not queue and self._writable and self._out_size < OUT_LIMIT:
-                # The hot path: a QoS 0 message that can go right now needs no queue entry.
-                topic_field = request.topic_field
-                if request.properties_bytes is not None and request.properties.topic_alias:
-                    topic_field = self._wire_topic_field(request)
-                self._write_qos0(request, topic_field, now)
-                if token is not None:
-                    self._events.append(PublishCompleted(token))
+                if key and self._record_queued:
+                    self._store_put(key, self._encode_publish(request, 0, False))
+            if request.properties_bytes is not None and request.properties.topic_alias is not None:
+                request = self._resolve_outgoing_alias(request)
+            recorded = bool(key)
+            connected = self.state is State.CONNECTED
+            queue = self._queue
+            if connected:
+                if self._level == MQTT_5:
+                    self._check_sendable(request)  # the limits only MQTT 5 announces
+                if not request.qos and not queue and self._writable and self._out_size < OUT_LIMIT:
+                    # The hot path: a QoS 0 message that can go right now needs no queue entry.
+                    topic_field = request.topic_field
+                    if request.properties_bytes is not None and request.properties.topic_alias:
+                        topic_field = self._wire_topic_field(request)
+                    self._write_qos0(request, topic_field, now)
+                    if token is not None:
+                        self._events.append(PublishCompleted(token))
+                    return
+            self._seq += 1
+            if request.qos and not key:
+                key = self._new_key()
+            entry = _Entry(_PUBLISH, self._seq, request.qos, request, token, key)
+            if (
+                connected
+                and not queue
+                and self._writable
+                and self._out_size < OUT_LIMIT
+                and (not request.qos or self._has_room())
+            ):
+                self._send_publish(entry, now)
                 return
-        self._seq += 1
-        if request.qos and not key:
-            key = self._new_key()
-        entry = _Entry(_PUBLISH, self._seq, request.qos, request, token, key)
-        if (
-            connected
-            and not queue
-            and self._writable
-            and self._out_size < OUT_LIMIT
-            and (not request.qos or self._has_room())
-        ):
-            self._send_publish(entry, now)
-            return
-        if self._queue_full(len(request.payload)) and not self._make_room(entry):
-            if recorded:
-                self._store_delete(key)
-            return  # dropped (policy drop_newest)
-        if request.qos and self._record_queued and not recorded:
-            entry.data = self._encode_publish(request, 0, False)
-            self.config.outgoing_store.put(entry.key, entry.data)
-        queue.append(entry)
-        self._queued_bytes += len(request.payload)
+            if self._queue_full(len(request.payload)) and not self._make_room(entry):
+                if recorded:
+                    self._store_delete(key)
+                return  # dropped (policy drop_newest)
+            if request.qos and self._record_queued and not recorded:
+                entry.data = self._encode_publish(request, 0, False)
+                self.config.outgoing_store.put(entry.key, entry.data)
+            queue.append(entry)
+            self._queued_bytes += len(request.payload)
+        except BaseException:
+            if key:
+                self._store_delete(key)  # the publishing thread's record of a refused message
+            raise
 
     def publish_now(self, request: PublishRequest, now: float) -> bool:
         """The fast path for QoS 0 (MQTT 3.x): if the message can go right now (connected,
@@ -2028,8 +2024,10 @@ class ClientSession:
         # The entry has just left _inflight.
         if entry.qos == 2:
             self._qos2_inflight -= 1
-        self._acked_mark = max(self._acked_mark, entry.sent_mark)
-        entry.strikes = 0
+        if entry.sent_mark > self._acked_mark:  # noqa: PLR1730 - per message: no call
+            self._acked_mark = entry.sent_mark
+        if self._strikes:
+            self._strikes.pop(entry.key, None)
         if self._restored:
             self._restored.pop(entry.key, None)
         self._store_delete(entry.key)
@@ -2058,8 +2056,8 @@ class ClientSession:
             self._finish_publish(entry, reason_code)
             self._pump(now)
             return
-        self._acked_mark = max(self._acked_mark, entry.sent_mark)
-        entry.strikes = 0
+        if entry.sent_mark > self._acked_mark:  # noqa: PLR1730 - per message: no call
+            self._acked_mark = entry.sent_mark
         rel_bytes = b"\x62\x02" + _U16.pack(packet_id)
         if entry.state != _RELEASED:
             entry.state = _RELEASED

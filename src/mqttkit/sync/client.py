@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any
 
 from .._api import auth_properties, filters_from, granted_from, subscriptions_from
+from ..aio.engine import RUNNING as _ENGINE_RUNNING
 from ..aio.engine import Engine
 from ..options import ClientOptions, parse_options
 from ..protocol import session as s
@@ -410,10 +411,8 @@ class Client(EventEmitter):
         # calls still on their way to the loop thread as waiting too.
         self._max_queued = self.options.max_queued
         self._check_bytes = self.options.max_queued_bytes is not None
-        # Publishes handed to the loop thread (a ticket each: next() is atomic) and taken by
-        # it (written by the loop thread only): their difference is what is on its way.
+        # Publishes handed to the loop thread, a ticket each (see publish()).
         self._handed = itertools.count()
-        self._taken = 0
         if self.options.callback is not None:
             self.on("message", self.options.callback)
 
@@ -537,18 +536,21 @@ class Client(EventEmitter):
             )
         handle = Handle(_PUBLISH, callback, self)
         engine = self._engine
-        refusal = engine.refusal()
-        if refusal is not None:
-            handle._fail_at_once(refusal)  # closed, or stopped for good: with why
-            return handle
+        if engine.state is not _ENGINE_RUNNING:
+            refusal = engine.refusal()
+            if refusal is not None:
+                handle._fail_at_once(refusal)  # closed, or stopped for good: with why
+                return handle
         session = engine.session
         if request.properties_bytes is not None and request.properties.topic_alias:
             session.check_topic_alias(request)
-        waiting = next(self._handed) - self._taken  # this call's ticket is taken below
+        # Publishes on their way to the loop thread: tickets handed out here (next() is
+        # atomic), minus those the engine has taken (Engine.publishes_taken).
+        waiting = next(self._handed) - engine.publishes_taken
         if self._check_bytes or session.queued + waiting >= self._max_queued:
             error = session.admission_error(len(request.payload), waiting, 0)
             if error is not None:
-                engine.submit(self._take)  # the ticket, so that the count stays true
+                engine.submit(engine.take_ticket)  # so that the count stays true
                 raise error
         key = 0
         if request.qos and self._record:
@@ -557,25 +559,20 @@ class Client(EventEmitter):
                 if key < 0:
                     _check_not_on_loop_thread("publishing by Topic Alias alone with a store")
             except BaseException:
-                engine.submit(self._take)
+                engine.submit(engine.take_ticket)
                 raise
             if key < 0:
                 # Not recordable here (a message by Topic Alias alone): wait until the loop
                 # thread's session has stored it, so that the rule holds all the same.
                 stored = threading.Event()
-                engine.submit(self._publish_on_loop, request, handle, 0)
+                engine.submit(self._engine_publish, request, handle)
                 engine.submit(stored.set)
                 stored.wait()
                 return handle
-        engine.submit(self._publish_on_loop, request, handle, key)
+            engine.submit(self._engine_publish, request, handle, key)
+            return handle
+        engine.submit(self._engine_publish, request, handle)
         return handle
-
-    def _take(self) -> None:
-        self._taken += 1
-
-    def _publish_on_loop(self, request: s.PublishRequest, handle: Handle, key: int) -> None:
-        self._taken += 1
-        self._engine_publish(request, handle, key)
 
     def _store(self, request: s.PublishRequest) -> int:
         """Put a QoS 1/2 message in the user's outgoing store from the publishing thread; its
