@@ -352,7 +352,7 @@ class Engine:
             if token is not None:
                 token.resolve(0)
             return
-        refusal = self.refusal()
+        refusal = None if self.state is _RUNNING else self.refusal()
         if refusal is not None:
             if key and isinstance(self.session.config.outgoing_store, MemoryStore):
                 self.session.config.outgoing_store.delete(key)

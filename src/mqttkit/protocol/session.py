@@ -716,8 +716,8 @@ class _Entry:
         self.state = _QUEUED
         self.data = b""
         #: The session's send counter when this was last sent (see _note_connection_end).
-        self.sent_mark = 0
-        self.sent_at = 0.0
+        # sent_mark and sent_at are set when it is sent (or restored in flight): see
+        # ClientSession._send_publish, _send_request, _resume, _restore.
 
 
 def _publish_id_offset(data: bytes) -> int:
@@ -1235,7 +1235,9 @@ class ClientSession:
                     return
             self._seq += 1
             if request.qos and not key:
-                key = self._new_key()
+                # A store others may write (a publishing thread's record_publish) needs keys
+                # from the shared counter; the client's own store can use the session's order.
+                key = self._new_key() if self._record_queued else self._seq
             entry = _Entry(_PUBLISH, self._seq, request.qos, request, token, key)
             if (
                 connected
@@ -2225,6 +2227,7 @@ class ClientSession:
                 packet_id = (value[2] << 8) | value[3]
                 entry = _Entry(_PUBLISH, self._seq, 2, None, None, key)
                 entry.packet_id, entry.state, entry.data = packet_id, _RELEASED, value
+                entry.sent_mark, entry.sent_at = 0, 0.0
                 self._inflight[packet_id] = entry
                 self._qos2_inflight += 1
                 continue
@@ -2257,6 +2260,7 @@ class ClientSession:
             entry.data = value
             if packet.packet_id and not queued:
                 entry.packet_id, entry.state = packet.packet_id, _SENT
+                entry.sent_mark, entry.sent_at = 0, 0.0
                 self._inflight[packet.packet_id] = entry
                 if packet.qos == 2:
                     self._qos2_inflight += 1
