@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mqttkit.stores import SQLiteStore  # noqa: E402
+from mqttkit.stores import SQLiteStore
 
 VALUE = b"\x32\x46\x00\x01t\x00\x00" + b"x" * 64
 
