@@ -3,6 +3,7 @@ examples runnable."""
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import inspect
 import os
@@ -85,3 +86,31 @@ def test_asyncio_example_runs(mosquitto: MosquittoBroker) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "Hello mqtt\n"
+
+
+#: Old public names kept for compatibility, each documented as a deprecated alias in errors.py:
+#: old name -> the name of the very same class.
+DEPRECATED_ALIASES = {"ConnectionRefusedError": "ConnectRefusedError"}
+
+
+@pytest.mark.parametrize("name", ["mqttkit", "mqttkit.protocol", "mqttkit.protocol.errors"])
+def test_deprecated_aliases_are_the_same_class(name: str) -> None:
+    module = importlib.import_module(name)
+    for old, new in DEPRECATED_ALIASES.items():
+        assert getattr(module, old) is getattr(module, new)
+        assert getattr(module, new).__name__ == new
+        assert {old, new} <= set(module.__all__)
+
+
+def test_deprecated_aliases_are_documented() -> None:
+    errors = importlib.import_module("mqttkit.protocol.errors")
+    doc = " ".join((errors.__doc__ or "").split())
+    for old, new in DEPRECATED_ALIASES.items():
+        assert f"``{old}`` is the deprecated alias of :class:`{new}`" in doc
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_no_public_name_shadows_a_builtin(name: str) -> None:
+    module = importlib.import_module(name)
+    shadowing = set(module.__all__) & set(dir(builtins)) - set(DEPRECATED_ALIASES)
+    assert not shadowing, f"{name} exports names of builtins: {sorted(shadowing)}"

@@ -21,7 +21,8 @@ from .protocol.errors import (
     CertificateVerifyError,
     ClientClosedError,
     ConnectionLostError,
-    ConnectionRefusedError,
+    ConnectionRefusedError,  # the deprecated alias of ConnectRefusedError, for compatibility
+    ConnectRefusedError,
     ConnectTimeoutError,
     HostNotFoundError,
     InvalidArgumentError,
@@ -65,6 +66,7 @@ __all__ = [
     "ClientClosedError",
     "ClientOptions",
     "ConnAck",
+    "ConnectRefusedError",
     "ConnectTimeoutError",
     "ConnectionLostError",
     "ConnectionRefusedError",

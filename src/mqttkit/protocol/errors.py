@@ -10,10 +10,10 @@ The tree::
     ├── InvalidArgumentError           misuse of a sending method (also a ValueError)
     │   ├── InvalidTopicError          bad topic name or topic filter
     │   ├── InvalidQoSError            QoS not 0, 1 or 2
-    │   ├── UnknownOptionError         an option name mqttkit does not know (also a TypeError)
     │   ├── PayloadTypeError           payload not str/bytes/bytearray/memoryview (also a TypeError)
     │   ├── PacketTooLargeError        a packet over the peer's Maximum Packet Size / 268,435,455
     │   └── InvalidOptionError         a bad client option or URL
+    │       └── UnknownOptionError     an option name mqttkit does not know (also a TypeError)
     ├── ProtocolError                  the peer broke the protocol; the connection is closed
     │   └── MalformedPacketError       bytes that do not decode to a valid packet
     ├── MQTTConnectionError            the connection could not be made or was lost
@@ -21,8 +21,8 @@ The tree::
     │   ├── ServerNotFoundError        nothing accepts connections there (refused, unreachable)
     │   ├── TLSError                   TLS handshake or certificate verification failed
     │   │   └── CertificateVerifyError the broker's certificate does not verify (permanent)
-    │   ├── ConnectTimeoutError        no CONNACK within the connect timeout
-    │   ├── ConnectionRefusedError     CONNACK with a failure code (``reason_code``)
+    │   ├── ConnectTimeoutError        no CONNACK within the connect timeout (also a TimeoutError)
+    │   ├── ConnectRefusedError        CONNACK with a failure code (``reason_code``)
     │   ├── KeepaliveTimeoutError      no answer to PINGREQ in time: the link is dead
     │   ├── ConnectionLostError        the transport closed under us
     │   └── ServerDisconnectError      MQTT 5 DISCONNECT from the server (``reason_code``)
@@ -34,6 +34,13 @@ The tree::
     ├── StoreError                     the outgoing/incoming store failed (disk full...)
     ├── ClientClosedError              the client was closed before the operation completed
     └── OperationTimeoutError          ``wait(timeout)`` ran out (also a TimeoutError)
+
+``MQTTConnectionError`` is also the builtin ``ConnectionError``, so ``except ConnectionError``
+catches every connection failure. No class here is named like a builtin: ``ConnectionRefusedError``
+is the deprecated alias of :class:`ConnectRefusedError` (the same class), kept so that code written
+before the rename still imports; it shadows ``builtins.ConnectionRefusedError`` (a refused TCP
+connect, which mqttkit reports as :class:`ServerNotFoundError`), so new code uses the new name.
+tests/test_architecture.py checks that this drawing matches the classes.
 
 Receiving never raises: a bad packet from the broker becomes a :class:`ProtocolError` stored on
 the session, an ``error`` event and a clean disconnect. Sending raises at once, with a message that
@@ -49,6 +56,7 @@ __all__ = [
     "CONNACK_V3_MESSAGES",
     "CertificateVerifyError",
     "ClientClosedError",
+    "ConnectRefusedError",
     "ConnectTimeoutError",
     "ConnectionLostError",
     "ConnectionRefusedError",
@@ -244,8 +252,12 @@ class ConnectTimeoutError(MQTTConnectionError, builtins.TimeoutError):
         self.stage = stage
 
 
-class ConnectionRefusedError(MQTTConnectionError):
-    """The broker answered CONNACK with a failure code.
+class ConnectRefusedError(MQTTConnectionError):
+    """The broker answered CONNECT with a CONNACK that refuses the connection.
+
+    Not a refused TCP connection (``ECONNREFUSED``: nothing listens there), which is a
+    :class:`ServerNotFoundError`. Formerly ``ConnectionRefusedError``, which remains as a
+    deprecated alias.
 
     Attributes:
         reason_code: the CONNACK return code (MQTT 3.x: 1-5) or reason code (MQTT 5: >= 0x80).
@@ -281,6 +293,12 @@ class ConnectionRefusedError(MQTTConnectionError):
             ReasonCode.USE_ANOTHER_SERVER,
             ReasonCode.SERVER_MOVED,
         )
+
+
+#: Deprecated alias of :class:`ConnectRefusedError` (the same class), for code written before
+#: the rename. It shadows ``builtins.ConnectionRefusedError`` wherever it is imported by name;
+#: use :class:`ConnectRefusedError`.
+ConnectionRefusedError = ConnectRefusedError
 
 
 class KeepaliveTimeoutError(MQTTConnectionError):
