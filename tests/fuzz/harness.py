@@ -75,6 +75,7 @@ from typing import Any, Final
 from hypothesis import strategies as st
 
 from mqttkit.protocol import codec
+from mqttkit.protocol import outgoing as outgoing_module
 from mqttkit.protocol import session as session_module
 from mqttkit.protocol.errors import (
     ConnectionRefusedError,
@@ -232,11 +233,11 @@ _SUBS: Final = (Subscription("in/#", 1), Subscription("in/+/x", 2))
 _UNSUBS: Final = ("in/#",)
 _OUR_TOPICS: Final = frozenset({"out/0", "out/1", "out/2"})
 
-# The session's private entry kinds and states (see session.py), for reading its books.
-_PUBLISH: Final = session_module._PUBLISH
-_SUBSCRIBE: Final = session_module._SUBSCRIBE
-_SENT: Final = session_module._SENT
-_RELEASED: Final = session_module._RELEASED
+# The session's private entry kinds and states (see outgoing.py), for reading its books.
+_PUBLISH: Final = outgoing_module._PUBLISH
+_SUBSCRIBE: Final = outgoing_module._SUBSCRIBE
+_SENT: Final = outgoing_module._SENT
+_RELEASED: Final = outgoing_module._RELEASED
 
 #: Every event type the session documents: the Event subclasses it exports.
 DOCUMENTED_EVENTS: Final = frozenset(

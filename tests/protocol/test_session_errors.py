@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mqttkit.protocol import session as session_module
+from mqttkit.protocol import requests as session_module  # the topic cache lives in requests
 from mqttkit.protocol.codec import encode_packet
 from mqttkit.protocol.errors import (
     InvalidArgumentError,

@@ -57,14 +57,12 @@ from . import codec
 from .errors import (
     CONNACK_V3_MESSAGES,
     ConnectionLostError,
-    ConnectionRefusedError,
+    ConnectRefusedError,
     InvalidArgumentError,
-    InvalidQoSError,
     KeepaliveTimeoutError,
     MalformedPacketError,
     MQTTError,
     PacketTooLargeError,
-    PayloadTypeError,
     ProtocolError,
     PublishError,
     QueueFullError,
@@ -74,6 +72,24 @@ from .errors import (
     SubscribeError,
     UnsubscribeError,
 )
+from .events import (
+    Ack,
+    AuthReceived,
+    Connected,
+    ConnectionClosing,
+    ConnectionRefused,
+    Event,
+    MessageDropped,
+    MessageReceived,
+    PacketReceived,
+    PacketSent,
+    PublishCompleted,
+    PublishResult,
+    ServerDisconnected,
+    SubscribeCompleted,
+    UnsubscribeCompleted,
+)
+from .outgoing import _PUBLISH, _QUEUED, _RELEASED, _SENT, _SUBSCRIBE, _UNSUBSCRIBE, _Entry
 from .packets import (
     MQTT_3_1_1,
     MQTT_5,
@@ -99,8 +115,18 @@ from .packets import (
     Unsubscribe,
     Will,
 )
+from .requests import (
+    PublishRequest,
+    SubscribeRequest,
+    UnsubscribeRequest,
+    encode_request,
+    normalize_payload,
+    prepare_publish,
+    prepare_subscribe,
+    prepare_unsubscribe,
+    record_publish,
+)
 from .store import Store, is_private, private_store
-from .topics import parse_shared, validate_topic_filter, validate_topic_name
 
 __all__ = [
     "Ack",
@@ -188,447 +214,6 @@ _CLIENT_ONLY: Final = frozenset(
 )
 
 # ---------------------------------------------------------------------------------------------
-# Events
-# ---------------------------------------------------------------------------------------------
-
-
-class Event:
-    """Base class of session events."""
-
-    __slots__ = ()
-
-
-@dataclass(slots=True)
-class Connected(Event):
-    """CONNACK accepted the connection."""
-
-    connack: ConnAck
-
-
-@dataclass(slots=True)
-class ConnectionRefused(Event):
-    """CONNACK refused the connection; a :class:`ConnectionClosing` follows."""
-
-    connack: ConnAck
-    error: ConnectionRefusedError
-
-
-@dataclass(slots=True)
-class MessageReceived(Event):
-    """An application message arrived. Pass ``ack`` to :meth:`ClientSession.acknowledge` once
-    the application has it (None for QoS 0)."""
-
-    message: Publish
-    ack: Ack | None
-
-
-@dataclass(slots=True)
-class PublishCompleted(Event):
-    """The flow of an outgoing message finished (QoS 0: written)."""
-
-    token: Any
-    error: MQTTError | None = None
-    reason_code: int = 0
-    downgraded: bool = False
-    """A QoS 2 message the broker answered with PUBACK: delivered at QoS 1 (a broker that
-    downgrades QoS 2, such as RabbitMQ)."""
-
-
-class PublishResult(int):
-    """What a publish resolves to when the broker acknowledged it at a lower QoS than asked:
-    an ``int`` (the reason code, as every publish result) that also says the QoS it was
-    delivered at. A broker that downgrades QoS 2 to 1 (RabbitMQ) answers with PUBACK: the
-    result is ``PublishResult(0, qos=1)``, the message was delivered at least once."""
-
-    qos: int
-
-    def __new__(cls, reason_code: int, qos: int) -> PublishResult:
-        self = super().__new__(cls, reason_code)
-        self.qos = qos
-        return self
-
-    def __repr__(self) -> str:
-        return f"PublishResult({int(self)}, qos={self.qos})"
-
-
-@dataclass(slots=True)
-class SubscribeCompleted(Event):
-    """SUBACK arrived (``error`` set when every filter failed)."""
-
-    token: Any
-    subscriptions: tuple[Subscription, ...]
-    reason_codes: tuple[int, ...]
-    error: MQTTError | None = None
-
-
-@dataclass(slots=True)
-class UnsubscribeCompleted(Event):
-    """UNSUBACK arrived."""
-
-    token: Any
-    topic_filters: tuple[str, ...]
-    reason_codes: tuple[int, ...]
-    error: MQTTError | None = None
-
-
-@dataclass(slots=True)
-class MessageDropped(Event):
-    """A message left the outgoing queue unsent because the queue was full (``policy``
-    ``drop_oldest`` or ``drop_newest``); its token completes with QueueFullError."""
-
-    message: Publish
-    policy: str
-
-
-@dataclass(slots=True)
-class ServerDisconnected(Event):
-    """The server sent DISCONNECT (MQTT 5); a :class:`ConnectionClosing` follows."""
-
-    packet: Disconnect
-
-
-@dataclass(slots=True)
-class AuthReceived(Event):
-    """The server sent AUTH (MQTT 5 extended authentication)."""
-
-    packet: Auth
-
-
-@dataclass(slots=True)
-class ConnectionClosing(Event):
-    """The session wants the connection closed once :meth:`data_to_send` has been written.
-
-    ``error`` is None for our own orderly DISCONNECT.
-    """
-
-    error: MQTTError | None
-
-
-@dataclass(slots=True)
-class PacketSent(Event):
-    """A packet was queued for sending (only with ``trace_packets``)."""
-
-    packet: Packet
-
-
-@dataclass(slots=True)
-class PacketReceived(Event):
-    """A packet arrived (only with ``trace_packets``)."""
-
-    packet: Packet
-
-
-class Ack:
-    """The pending acknowledgement of one incoming QoS 1/2 message."""
-
-    __slots__ = ("done", "generation", "packet_id", "qos")
-
-    def __init__(self, packet_id: int, qos: int, generation: int) -> None:
-        self.packet_id = packet_id
-        self.qos = qos
-        self.generation = generation
-        self.done = False
-
-    def __repr__(self) -> str:
-        return f"<Ack packet_id={self.packet_id} qos={self.qos} done={self.done}>"
-
-
-# ---------------------------------------------------------------------------------------------
-# Requests: validated in the caller's thread, executed by the session
-# ---------------------------------------------------------------------------------------------
-
-
-class PublishRequest:
-    """A validated PUBLISH, ready to encode once it has a packet identifier.
-
-    Immutable by convention (a plain slotted class rather than a frozen dataclass: one is built
-    per message, and this is the hot path).
-
-    Attributes:
-        topic, topic_bytes: the topic name and its UTF-8 encoding.
-        payload: the payload bytes.
-        qos, retain: as given.
-        properties: MQTT 5 properties.
-        properties_bytes: the encoded property block for MQTT 5, None for 3.x.
-        first: the first byte of the fixed header, without DUP.
-        topic_field: the topic as it goes on the wire (two-byte length, then the bytes).
-    """
-
-    __slots__ = (
-        "alias_only",
-        "first",
-        "payload",
-        "properties",
-        "properties_bytes",
-        "qos",
-        "retain",
-        "topic",
-        "topic_bytes",
-        "topic_field",
-    )
-
-    def __init__(
-        self,
-        topic: str,
-        topic_bytes: bytes,
-        payload: bytes,
-        qos: int,
-        retain: bool,
-        properties: Properties,
-        properties_bytes: bytes | None,
-    ) -> None:
-        self.topic = topic
-        self.topic_bytes = topic_bytes
-        self.payload = payload
-        self.qos = qos
-        self.retain = retain
-        self.properties = properties
-        self.properties_bytes = properties_bytes
-        self.first = 0x30 | (qos << 1) | (1 if retain else 0)
-        self.topic_field = _U16.pack(len(topic_bytes)) + topic_bytes
-        #: Published with an empty topic and a Topic Alias, resolved by the session to the
-        #: alias's topic: sent without the topic where the alias is set on the connection.
-        self.alias_only = False
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.topic, self.payload, self.qos, self.retain, self.properties)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PublishRequest):
-            return NotImplemented
-        return self._key() == other._key()
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return (
-            f"PublishRequest(topic={self.topic!r}, payload=<{len(self.payload)} bytes>, "
-            f"qos={self.qos}, retain={self.retain})"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class SubscribeRequest:
-    """A validated SUBSCRIBE."""
-
-    subscriptions: tuple[Subscription, ...]
-    properties: Properties = NO_PROPERTIES
-
-
-@dataclass(frozen=True, slots=True)
-class UnsubscribeRequest:
-    """A validated UNSUBSCRIBE."""
-
-    topic_filters: tuple[str, ...]
-    properties: Properties = NO_PROPERTIES
-
-
-def normalize_payload(payload: object) -> bytes:
-    """str (UTF-8), bytes, bytearray or memoryview to bytes.
-
-    Raises:
-        PayloadTypeError: any other type.
-    """
-    if type(payload) is bytes:
-        return payload
-    if isinstance(payload, str):
-        return payload.encode("utf-8")
-    if isinstance(payload, bytes | bytearray | memoryview):
-        # A copy: the caller may change a bytearray after publish() returns.
-        return bytes(payload)
-    raise PayloadTypeError(
-        f"payload must be str, bytes, bytearray or memoryview, not {type(payload).__name__}"
-        " (encode it first, e.g. json.dumps(obj) or str(number))"
-    )
-
-
-def _check_qos(qos: object) -> int:
-    if type(qos) is not int or not 0 <= qos <= 2:  # bool is not a QoS
-        raise InvalidQoSError(f"QoS must be 0, 1 or 2, not {qos!r}")
-    return qos
-
-
-def _check_properties(props: object, level: int, what: str) -> Properties:
-    if props is None or props is NO_PROPERTIES:
-        return NO_PROPERTIES
-    if not isinstance(props, Properties):
-        raise InvalidArgumentError(
-            f"{what} properties must be an mqttkit.Properties, not {type(props).__name__}"
-        )
-    if props and level != MQTT_5:
-        raise InvalidArgumentError(
-            f"{what} properties need MQTT 5; this client speaks protocol level {level} "
-            "(pass protocol_version=5)"
-        )
-    return props
-
-
-#: Validated topic names and their wire fields (length prefix + UTF-8), for the fast path of
-#: prepare_publish(): applications publish to a handful of topics, millions of times.
-_TOPIC_FIELDS: dict[str, tuple[bytes, bytes]] = {}
-_TOPIC_FIELDS_MAX = 4096
-_new_object = object.__new__
-
-
-def _topic_fields(topic: str) -> tuple[bytes, bytes]:
-    topic_bytes = validate_topic_name(topic)  # raises for a bad name: nothing cached then
-    fields = (topic_bytes, _U16.pack(len(topic_bytes)) + topic_bytes)
-    if len(_TOPIC_FIELDS) >= _TOPIC_FIELDS_MAX:
-        _TOPIC_FIELDS.clear()  # many distinct topics: start over rather than grow without bound
-    _TOPIC_FIELDS[topic] = fields
-    return fields
-
-
-def prepare_publish(
-    topic: object,
-    payload: object,
-    qos: object = 0,
-    retain: object = False,
-    properties: object = None,
-    protocol_level: int = MQTT_3_1_1,
-) -> PublishRequest:
-    """Validate a publish and encode its parts. Pure: safe from any thread.
-
-    Raises:
-        InvalidTopicError: bad topic name.
-        InvalidQoSError: QoS not 0, 1, 2.
-        PayloadTypeError: payload of a type that is not bytes-like or str.
-        InvalidArgumentError: MQTT 5 properties on an older protocol, or invalid properties.
-        PacketTooLargeError: larger than the protocol allows.
-    """
-    if (
-        properties is None
-        and protocol_level != MQTT_5
-        and type(topic) is str
-        and type(payload) is bytes
-        and type(qos) is int
-        and 0 <= qos <= 2
-        and len(payload) < 268_000_000
-    ):
-        # The common case, with the fewest calls: plain topic, bytes payload, MQTT 3.x.
-        fields = _TOPIC_FIELDS.get(topic)
-        if fields is None:
-            fields = _topic_fields(topic)
-        request: PublishRequest = _new_object(PublishRequest)
-        request.topic = topic
-        request.topic_bytes, request.topic_field = fields
-        request.payload = payload
-        request.qos = qos
-        request.retain = retain = bool(retain)
-        request.properties = NO_PROPERTIES
-        request.properties_bytes = None
-        request.first = 0x30 | (qos << 1) | retain
-        request.alias_only = False
-        return request
-    props = _check_properties(properties, protocol_level, "publish")
-    alias = props.topic_alias
-    if alias is not None and (type(alias) is not int or not 1 <= alias <= 65_535):
-        # [MQTT-3.3.2-8]: a Topic Alias of 0 is a protocol error; the field is two bytes.
-        raise InvalidArgumentError(f"topic_alias must be 1..65535, not {alias!r} [MQTT-3.3.2-8]")
-    if isinstance(topic, str) and topic == "" and props.topic_alias is not None:
-        topic_bytes = b""  # an empty topic name with a topic alias [MQTT-3.3.2-?]
-    else:
-        topic_bytes = validate_topic_name(topic)  # type: ignore[arg-type]
-    data = normalize_payload(payload)
-    qos = _check_qos(qos)
-    props_bytes: bytes | None = None
-    if protocol_level == MQTT_5:
-        try:
-            props_bytes = codec.encode_properties(props, PacketType.PUBLISH)
-        except (ValueError, TypeError, struct.error) as exc:
-            raise InvalidArgumentError(f"invalid publish properties: {exc}") from None
-    size = len(topic_bytes) + len(data) + 4 + (len(props_bytes) if props_bytes else 0)
-    if size > codec.MAX_REMAINING_LENGTH:
-        raise PacketTooLargeError(
-            f"a PUBLISH of {size:,} bytes exceeds MQTT's limit of 268,435,455 bytes"
-        )
-    assert isinstance(topic, str)  # validate_topic_name checked it
-    return PublishRequest(topic, topic_bytes, data, qos, bool(retain), props, props_bytes)
-
-
-def prepare_subscribe(
-    subscriptions: tuple[Subscription, ...],
-    properties: object = None,
-    protocol_level: int = MQTT_3_1_1,
-) -> SubscribeRequest:
-    """Validate a SUBSCRIBE. Pure: safe from any thread.
-
-    Raises:
-        InvalidTopicError, InvalidQoSError, InvalidArgumentError: what to fix is in the message.
-    """
-    if not subscriptions:
-        raise InvalidArgumentError("subscribe needs at least one topic filter [MQTT-3.8.3-2]")
-    props = _check_properties(properties, protocol_level, "subscribe")
-    for sub in subscriptions:
-        validate_topic_filter(sub.topic_filter)
-        _check_qos(sub.qos)
-        v5_options = sub.no_local or sub.retain_as_published or sub.retain_handling
-        if v5_options and protocol_level != MQTT_5:
-            raise InvalidArgumentError(
-                "no_local, retain_as_published and retain_handling need MQTT 5 "
-                "(pass protocol_version=5)"
-            )
-        if sub.retain_handling not in (0, 1, 2):
-            raise InvalidArgumentError(
-                f"retain_handling must be 0, 1 or 2, not {sub.retain_handling!r}"
-            )
-        if sub.no_local and parse_shared(sub.topic_filter):
-            # [MQTT-3.8.3-4]
-            raise InvalidArgumentError("no_local cannot be set on a shared subscription")
-    for sid in props.subscription_identifier:
-        if not 1 <= sid <= codec.MAX_REMAINING_LENGTH:
-            raise InvalidArgumentError(f"subscription identifier must be 1..268,435,455, not {sid}")
-    if len(props.subscription_identifier) > 1:
-        raise InvalidArgumentError("a SUBSCRIBE carries at most one subscription identifier")
-    try:
-        codec.encode_properties(props, PacketType.SUBSCRIBE)
-    except (ValueError, TypeError, struct.error) as exc:
-        raise InvalidArgumentError(f"invalid subscribe properties: {exc}") from None
-    return SubscribeRequest(tuple(subscriptions), props)
-
-
-def prepare_unsubscribe(
-    topic_filters: tuple[str, ...],
-    properties: object = None,
-    protocol_level: int = MQTT_3_1_1,
-) -> UnsubscribeRequest:
-    """Validate an UNSUBSCRIBE. Pure: safe from any thread.
-
-    Raises:
-        InvalidTopicError, InvalidArgumentError: what to fix is in the message.
-    """
-    if not topic_filters:
-        raise InvalidArgumentError("unsubscribe needs at least one topic filter [MQTT-3.10.3-2]")
-    props = _check_properties(properties, protocol_level, "unsubscribe")
-    for topic_filter in topic_filters:
-        validate_topic_filter(topic_filter)
-    try:
-        codec.encode_properties(props, PacketType.UNSUBSCRIBE)
-    except (ValueError, TypeError, struct.error) as exc:
-        raise InvalidArgumentError(f"invalid unsubscribe properties: {exc}") from None
-    return UnsubscribeRequest(tuple(topic_filters), props)
-
-
-def record_publish(store: Store, key: int, request: PublishRequest) -> bool:
-    """Put ``request`` in ``store`` under ``key`` (from :attr:`ClientSession.new_key`) in the
-    form the session stores a queued message in, then pass ``key`` to
-    :meth:`ClientSession.publish`. For a driver whose publishing threads must not return
-    before the store holds the message while the session runs elsewhere.
-
-    Returns:
-        False (nothing stored) for a message the session must resolve first: one published by
-        Topic Alias alone, whose topic only the session knows.
-
-    Raises:
-        Whatever ``store.put`` raises.
-    """
-    if not request.topic:
-        return False
-    store.put(key, ClientSession._encode_publish(request, 0, False))
-    return True
-
-
-# ---------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------
 
@@ -677,47 +262,6 @@ class SessionConfig:
 # ---------------------------------------------------------------------------------------------
 # The session
 # ---------------------------------------------------------------------------------------------
-
-# What an outgoing queue entry is.
-_PUBLISH, _SUBSCRIBE, _UNSUBSCRIBE = 1, 2, 3
-# Where a QoS 1/2 PUBLISH stands.
-_QUEUED, _SENT, _RELEASED = 0, 1, 2
-
-
-class _Entry:
-    """One outgoing PUBLISH, SUBSCRIBE or UNSUBSCRIBE."""
-
-    __slots__ = (
-        "data",
-        "key",
-        "kind",
-        "packet_id",
-        "qos",
-        "request",
-        "sent_at",
-        "sent_mark",
-        "seq",
-        "state",
-        "token",
-    )
-
-    def __init__(
-        self, kind: int, seq: int, qos: int, request: Any, token: Any, key: int = 0
-    ) -> None:
-        self.kind = kind
-        #: The session's order of work (FIFO among publishes, subscribes, unsubscribes).
-        self.seq = seq
-        #: The outgoing store's key of a QoS 1/2 PUBLISH (0: not stored under its own key yet).
-        self.key = key
-        self.qos = qos
-        self.request = request
-        self.token = token
-        self.packet_id = 0
-        self.state = _QUEUED
-        self.data = b""
-        #: The session's send counter when this was last sent (see _note_connection_end).
-        # sent_mark and sent_at are set when it is sent (or restored in flight): see
-        # ClientSession._send_publish, _send_request, _resume, _restore.
 
 
 def _publish_id_offset(data: bytes) -> int:
@@ -1081,7 +625,7 @@ class ClientSession:
     def _refused_as_v3(self, code: int) -> None:
         # MQTT 5 CONNECT answered with an MQTT 3.1.1 CONNACK: a server that does not speak 5.
         what = CONNACK_V3_MESSAGES.get(code, f"return code {code}")
-        error = ConnectionRefusedError(
+        error = ConnectRefusedError(
             code,
             MQTT_3_1_1,
             f"the server does not speak MQTT 5: it answered the MQTT 5 CONNECT with an MQTT "
@@ -1137,12 +681,10 @@ class ClientSession:
                 request.topic, request.payload, request.qos, request.retain, None, level
             )
             if entry.data:
-                entry.data = self._encode_publish(
-                    converted, entry.packet_id, bool(entry.data[0] & 0x08)
-                )
+                entry.data = encode_request(converted, entry.packet_id, bool(entry.data[0] & 0x08))
                 self._store_put(entry.key, entry.data)
             elif entry.qos and self._record_queued:
-                entry.data = self._encode_publish(converted, 0, False)
+                entry.data = encode_request(converted, 0, False)
                 self._store_put(entry.key, entry.data)
 
     def _closing(self) -> bool:
@@ -1215,7 +757,7 @@ class ClientSession:
                     request.topic, request.payload, request.qos, request.retain, None, self._level
                 )
                 if key and self._record_queued:
-                    self._store_put(key, self._encode_publish(request, 0, False))
+                    self._store_put(key, encode_request(request, 0, False))
             if request.properties_bytes is not None and request.properties.topic_alias is not None:
                 request = self._resolve_outgoing_alias(request)
             recorded = bool(key)
@@ -1253,7 +795,7 @@ class ClientSession:
                     self._store_delete(key)
                 return  # dropped (policy drop_newest)
             if request.qos and self._record_queued and not recorded:
-                entry.data = self._encode_publish(request, 0, False)
+                entry.data = encode_request(request, 0, False)
                 self.config.outgoing_store.put(entry.key, entry.data)
             queue.append(entry)
             self._queued_bytes += len(request.payload)
@@ -1474,20 +1016,6 @@ class ClientSession:
         if self.config.trace_packets and packet is not None:
             self._events.append(PacketSent(packet))
 
-    @staticmethod
-    def _encode_publish(
-        request: PublishRequest, packet_id: int, dup: bool, topic_field: bytes | None = None
-    ) -> bytes:
-        """The PUBLISH of ``request``; ``topic_field`` replaces its topic on the wire (an empty
-        one for a message by Topic Alias)."""
-        return codec.encode_publish_parts(
-            request.first | 0x08 if dup else request.first,
-            request.topic_field if topic_field is None else topic_field,
-            packet_id,
-            request.properties_bytes,
-            request.payload,
-        )
-
     def _resolve_outgoing_alias(self, request: PublishRequest) -> PublishRequest:
         """A PUBLISH with a Topic Alias: remember the alias's topic, or resolve an empty topic
         to it. Every queued and stored form carries the topic, so it stays valid on any
@@ -1593,9 +1121,9 @@ class ClientSession:
         aliased = request.properties_bytes is not None and request.properties.topic_alias
         if not entry.qos:
             if aliased:
-                data = self._encode_publish(request, 0, False, self._wire_topic_field(request))
+                data = encode_request(request, 0, False, self._wire_topic_field(request))
             else:
-                data = self._encode_publish(request, 0, False)
+                data = encode_request(request, 0, False)
             self._out_size += len(data)
             self._send(data, now)
             if self.config.trace_packets:
@@ -1614,7 +1142,7 @@ class ClientSession:
             # payload).
             data = b"".join((data[:offset], _U16.pack(packet_id), memoryview(data)[offset + 2 :]))
         else:
-            data = self._encode_publish(request, packet_id, False)
+            data = encode_request(request, packet_id, False)
         entry.data = data
         entry.state = _SENT
         self._sent_count += 1
@@ -1629,7 +1157,7 @@ class ClientSession:
             # without it when the alias is already set on this connection.
             topic_field = self._wire_topic_field(request)
             if topic_field is not request.topic_field:
-                data = self._encode_publish(request, packet_id, False, topic_field)
+                data = encode_request(request, packet_id, False, topic_field)
         self._out_size += len(data)
         self._send(data, now)
         if self.config.trace_packets:
@@ -1784,7 +1312,7 @@ class ClientSession:
     def _on_connack(self, packet: ConnAck, now: float) -> None:
         level = self._level
         if packet.reason_code != 0:
-            error = ConnectionRefusedError(
+            error = ConnectRefusedError(
                 packet.reason_code, level, packet.properties.reason_string or ""
             )
             self._events.append(ConnectionRefused(packet, error))
@@ -1898,7 +1426,7 @@ class ClientSession:
                 # Stored again in its queued form (packet id 0, no DUP): a restart before it is
                 # sent must find it queued, not in flight under an identifier of the lost
                 # session.
-                entry.data = self._encode_publish(entry.request, 0, False)
+                entry.data = encode_request(entry.request, 0, False)
                 self._store_put(entry.key, entry.data)
             else:
                 entry.data = b""  # encoded again, with its new identifier, when sent
