@@ -922,7 +922,7 @@ def run_case(case: FuzzCase) -> Outcome:
 
 def _stored_id(value: bytes) -> int:
     # The packet id of a stored QoS 1/2 PUBLISH (0 while it waits in the queue).
-    offset = session_module._publish_id_offset(value)
+    offset = codec._publish_id_offset(value)
     return int.from_bytes(value[offset : offset + 2], "big")
 
 

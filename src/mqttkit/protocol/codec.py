@@ -15,6 +15,13 @@ malformed; that is the only exception any input can cause here. :func:`encode_pa
 reverse; it trusts its input to be valid (the session validates user input before it gets here)
 but still refuses what cannot be encoded at all.
 
+The session's speed tricks live here too, so that no other module builds or reads a wire byte:
+the pre-encoded parts of a PUBLISH (:data:`PUBLISH_FIRST`, :func:`encode_topic_field`,
+:func:`encode_publish_parts`), the success forms of the four acknowledgements and PINGREQ, the
+first-byte tables of the receive fast path (:data:`PUBLISH_FIRST_BYTES`,
+:data:`SHORT_ACK_TYPES`, :func:`short_ack_id`), and the edits the session makes to the stored
+bytes of an outgoing flow (:func:`set_dup`, :func:`set_packet_id`, :func:`decode_stored`).
+
 Normative statement ids from the specifications are quoted next to the checks, MQTT 5.0 ids
 unless the check only exists in 3.1.1.
 """
@@ -23,6 +30,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from typing import Any, Final
 
 from .errors import MalformedPacketError, ProtocolError, ReasonCode
@@ -477,6 +486,159 @@ _ENCODERS: Final[dict[int, Callable[[Any, int], bytes]]] = {
     PacketType.DISCONNECT: _enc_disconnect,
     PacketType.AUTH: _enc_auth,
 }
+
+# ---------------------------------------------------------------------------------------------
+# The session's fast paths and stored forms
+#
+# The session never builds or reads a byte itself: the pre-built packets, the short forms it
+# sends and receives most, and the edits it makes to stored PUBLISH bytes are here.
+# ---------------------------------------------------------------------------------------------
+
+
+def _first_byte(packet_type: int) -> int:
+    return (packet_type << 4) | REQUIRED_FLAGS[packet_type]
+
+
+#: The first byte of a PUBLISH by ``[qos][retain]``, DUP clear (section 3.3.1).
+PUBLISH_FIRST: Final = tuple(
+    tuple((PacketType.PUBLISH << 4) | (qos << 1) | retain for retain in (0, 1)) for qos in (0, 1, 2)
+)
+#: Every first byte a PUBLISH may arrive with (its flags are checked when it is decoded).
+PUBLISH_FIRST_BYTES: Final = frozenset(
+    range(PacketType.PUBLISH << 4, (PacketType.PUBLISH + 1) << 4)
+)
+#: The DUP flag of a PUBLISH's first byte [MQTT-3.3.1-1].
+_DUP: Final = 0x08
+#: The first bytes of PUBACK, PUBREC, PUBREL, PUBCOMP (PUBREL's reserved flags are 0b0010),
+#: by packet type: the acknowledgements of the QoS 1/2 flows, decoded in place when short.
+SHORT_ACK_TYPES: Final[dict[int, PacketType]] = {
+    _first_byte(t): t
+    for t in (PacketType.PUBACK, PacketType.PUBREC, PacketType.PUBREL, PacketType.PUBCOMP)
+}
+
+# The success forms of the four acknowledgements: packet id in, four bytes out. The same at
+# every protocol level (MQTT 5 leaves out reason code 0 and no properties, sections 3.4.2.1,
+# 3.5.2.1, 3.6.2.1, 3.7.2.1). A precompiled struct bound to its first two bytes: one C call,
+# no Python frame. (Caching the bytes per packet id was faster still, but ids cycle through all
+# 65,535 values: up to 7 MB a packet type.)
+_SHORT_ACK: Final = struct.Struct("!BBH")
+encode_puback: Final[Callable[[int], bytes]] = partial(
+    _SHORT_ACK.pack, _first_byte(PacketType.PUBACK), 2
+)
+encode_pubrec: Final[Callable[[int], bytes]] = partial(
+    _SHORT_ACK.pack, _first_byte(PacketType.PUBREC), 2
+)
+encode_pubrel: Final[Callable[[int], bytes]] = partial(
+    _SHORT_ACK.pack, _first_byte(PacketType.PUBREL), 2
+)
+encode_pubcomp: Final[Callable[[int], bytes]] = partial(
+    _SHORT_ACK.pack, _first_byte(PacketType.PUBCOMP), 2
+)
+#: PINGREQ, the same at every protocol level.
+PINGREQ: Final = bytes((_first_byte(PacketType.PINGREQ), 0))
+
+
+def short_ack_id(data: bytes, start: int, end: int) -> int:
+    """The packet identifier of an acknowledgement body ``data[start:end]`` in its short form
+    (two bytes: success, no properties), or 0 when it has another form (decode it then).
+
+    Raises:
+        MalformedPacketError: packet identifier 0 [MQTT-2.2.1-3].
+    """
+    if end - start != 2:
+        return 0
+    packet_id = (data[start] << 8) | data[start + 1]
+    if not packet_id:
+        raise MalformedPacketError("packet identifier 0 [MQTT-2.2.1-3]")
+    return packet_id
+
+
+def encode_topic_field(topic: bytes) -> bytes:
+    """A UTF-8 topic name as it goes on the wire: two-byte length, then the bytes (1.5.4)."""
+    return _pack_u16(len(topic)) + topic
+
+
+#: The topic field of a PUBLISH sent by Topic Alias alone: a zero-length topic name.
+EMPTY_TOPIC_FIELD: Final = encode_topic_field(b"")
+
+
+def publish_remaining_length(
+    topic_length: int, qos: int, payload_length: int, properties_length: int | None
+) -> int:
+    """The Remaining Length of a PUBLISH: topic field, packet identifier (QoS 1/2), the
+    property block (None for MQTT 3.x) and the payload (section 3.3.2)."""
+    return 2 + topic_length + (2 if qos else 0) + (properties_length or 0) + payload_length
+
+
+def packet_size(remaining_length: int) -> int:
+    """The size of a whole packet with this Remaining Length (fixed header included)."""
+    return 1 + len(encode_varint(min(remaining_length, MAX_REMAINING_LENGTH))) + remaining_length
+
+
+def set_dup(data: bytes) -> bytes:
+    """The encoded PUBLISH ``data`` with DUP set, for a resend [MQTT-3.3.1-1] (``data``
+    itself when it is set already)."""
+    first = data[0]
+    if first & _DUP:
+        return data
+    return BYTE_VALUES[first | _DUP] + data[1:]
+
+
+def has_dup(data: bytes) -> bool:
+    """True if the encoded PUBLISH ``data`` has DUP set."""
+    return bool(data[0] & _DUP)
+
+
+def set_packet_id(data: bytes, packet_id: int, tail: int) -> bytes:
+    """The encoded QoS 1/2 PUBLISH ``data`` with ``packet_id`` in place of its identifier:
+    cheaper than encoding it again. ``tail`` is how many bytes follow the identifier (the
+    property block and the payload), so the identifier is found from the end without parsing
+    the header. One copy: the tail goes in through a view, not a slice (a second copy of a
+    large payload)."""
+    offset = len(data) - tail - 2
+    return b"".join((data[:offset], _pack_u16(packet_id), memoryview(data)[offset + 2 :]))
+
+
+def _publish_id_offset(data: bytes) -> int:
+    # Position of the packet identifier in an encoded QoS 1/2 PUBLISH: after the fixed header
+    # and the topic name.
+    i = 1
+    while data[i] & 0x80:
+        i += 1
+    i += 1
+    return i + 2 + ((data[i] << 8) | data[i + 1])
+
+
+def decode_stored(data: bytes, protocol_level: int) -> Publish | PubRel:
+    """Decode an outgoing flow's stored form: a PUBLISH, or the PUBREL that replaced it once
+    PUBREC came back. A PUBLISH queued before it was sent is stored with packet identifier 0,
+    which no PUBLISH may carry on the wire [MQTT-2.2.1-3]: it decodes with ``packet_id`` 0.
+
+    Raises:
+        MalformedPacketError: not a whole PUBLISH or PUBREL, or malformed.
+        ProtocolError: a well-formed packet the protocol forbids.
+    """
+    ptype = data[0] >> 4 if data else 0
+    if ptype == PacketType.PUBREL:
+        packet = decode(data, protocol_level)
+        assert isinstance(packet, PubRel)
+        return packet
+    if ptype != PacketType.PUBLISH:
+        raise MalformedPacketError("not a PUBLISH or PUBREL")
+    try:
+        offset = _publish_id_offset(data)
+    except IndexError:
+        raise MalformedPacketError("PUBLISH shorter than its header") from None
+    queued = data[offset : offset + 2] == b"\x00\x00" and bool(data[0] & 0x06)
+    if not queued:
+        packet = decode(data, protocol_level)
+        assert isinstance(packet, Publish)
+        return packet
+    # Decoded with a stand-in identifier, which the result then replaces.
+    message = decode(data[:offset] + b"\x00\x01" + data[offset + 2 :], protocol_level)
+    assert isinstance(message, Publish)
+    return replace(message, packet_id=0)
+
 
 # ---------------------------------------------------------------------------------------------
 # Framing

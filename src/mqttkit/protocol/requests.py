@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import codec
+from .codec import PUBLISH_FIRST, encode_topic_field
 from .errors import InvalidArgumentError, InvalidQoSError, PacketTooLargeError, PayloadTypeError
 from .packets import MQTT_3_1_1, MQTT_5, NO_PROPERTIES, PacketType, Properties, Subscription
 from .store import Store
@@ -30,8 +31,6 @@ __all__ = [
     "prepare_unsubscribe",
     "record_publish",
 ]
-
-_U16 = struct.Struct("!H")
 
 
 class PublishRequest:
@@ -80,8 +79,8 @@ class PublishRequest:
         self.retain = retain
         self.properties = properties
         self.properties_bytes = properties_bytes
-        self.first = 0x30 | (qos << 1) | (1 if retain else 0)
-        self.topic_field = _U16.pack(len(topic_bytes)) + topic_bytes
+        self.first = PUBLISH_FIRST[qos][1 if retain else 0]
+        self.topic_field = encode_topic_field(topic_bytes)
         #: Published with an empty topic and a Topic Alias, resolved by the session to the
         #: alias's topic: sent without the topic where the alias is set on the connection.
         self.alias_only = False
@@ -168,7 +167,7 @@ _new_object = object.__new__
 
 def _topic_fields(topic: str) -> tuple[bytes, bytes]:
     topic_bytes = validate_topic_name(topic)  # raises for a bad name: nothing cached then
-    fields = (topic_bytes, _U16.pack(len(topic_bytes)) + topic_bytes)
+    fields = (topic_bytes, encode_topic_field(topic_bytes))
     if len(_TOPIC_FIELDS) >= _TOPIC_FIELDS_MAX:
         _TOPIC_FIELDS.clear()  # many distinct topics: start over rather than grow without bound
     _TOPIC_FIELDS[topic] = fields
@@ -213,7 +212,7 @@ def prepare_publish(
         request.retain = retain = bool(retain)
         request.properties = NO_PROPERTIES
         request.properties_bytes = None
-        request.first = 0x30 | (qos << 1) | retain
+        request.first = PUBLISH_FIRST[qos][retain]
         request.alias_only = False
         return request
     props = _check_properties(properties, protocol_level, "publish")
@@ -233,7 +232,10 @@ def prepare_publish(
             props_bytes = codec.encode_properties(props, PacketType.PUBLISH)
         except (ValueError, TypeError, struct.error) as exc:
             raise InvalidArgumentError(f"invalid publish properties: {exc}") from None
-    size = len(topic_bytes) + len(data) + 4 + (len(props_bytes) if props_bytes else 0)
+    # Counted with a packet identifier at every QoS: one limit, whatever the QoS.
+    size = codec.publish_remaining_length(
+        len(topic_bytes), 1, len(data), len(props_bytes) if props_bytes else None
+    )
     if size > codec.MAX_REMAINING_LENGTH:
         raise PacketTooLargeError(
             f"a PUBLISH of {size:,} bytes exceeds MQTT's limit of 268,435,455 bytes"
@@ -306,12 +308,13 @@ def prepare_unsubscribe(
 
 
 def encode_request(
-    request: PublishRequest, packet_id: int, dup: bool = False, topic_field: bytes | None = None
+    request: PublishRequest, packet_id: int, topic_field: bytes | None = None
 ) -> bytes:
-    """The PUBLISH of ``request`` with ``packet_id`` (ignored at QoS 0); ``topic_field``
-    replaces its topic on the wire (an empty one for a message by Topic Alias)."""
+    """The PUBLISH of ``request`` with ``packet_id`` (ignored at QoS 0), DUP clear;
+    ``topic_field`` replaces its topic on the wire (an empty one for a message by Topic
+    Alias)."""
     return codec.encode_publish_parts(
-        request.first | 0x08 if dup else request.first,
+        request.first,
         request.topic_field if topic_field is None else topic_field,
         packet_id,
         request.properties_bytes,

@@ -47,7 +47,6 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -159,8 +158,6 @@ __all__ = [
 
 log = logging.getLogger("mqttkit")
 
-_U16 = struct.Struct("!H")
-_EMPTY_TOPIC_FIELD: Final = b"\x00\x00"  # a zero-length topic name (a PUBLISH by Topic Alias)
 
 #: Connections in a row that may end right after a message was (re)sent, with nothing after it
 #: acknowledged, before that message fails (see ClientSession._note_connection_end).
@@ -205,8 +202,6 @@ _ACCEPTED: Final[dict[State, frozenset[int]]] = {
     ),
 }
 _ACCEPTED_CONNECTED: Final = _ACCEPTED[State.CONNECTED]
-#: First bytes of PUBACK, PUBREC, PUBREL, PUBCOMP (PUBREL's reserved flags are 0b0010).
-_SHORT_ACKS: Final = frozenset({0x40, 0x50, 0x62, 0x70})
 _ACCEPTED_CONNECTING: Final = _ACCEPTED[State.CONNECTING]
 #: Packets only a client sends.
 _CLIENT_ONLY: Final = frozenset(
@@ -262,16 +257,6 @@ class SessionConfig:
 # ---------------------------------------------------------------------------------------------
 # The session
 # ---------------------------------------------------------------------------------------------
-
-
-def _publish_id_offset(data: bytes) -> int:
-    # Position of the packet identifier in an encoded QoS 1/2 PUBLISH: after the fixed header
-    # and the topic name.
-    i = 1
-    while data[i] & 0x80:
-        i += 1
-    i += 1
-    return i + 2 + ((data[i] << 8) | data[i + 1])
 
 
 class ClientSession:
@@ -486,7 +471,7 @@ class ClientSession:
         if self._ping_sent is None and now >= min(self._last_sent, self._last_received) + (
             self._keepalive
         ):
-            self._send(b"\xc0\x00", now, PingReq())
+            self._send(codec.PINGREQ, now, PingReq())
             self._ping_sent = now
 
     def connection_made(self, now: float) -> None:
@@ -681,10 +666,11 @@ class ClientSession:
                 request.topic, request.payload, request.qos, request.retain, None, level
             )
             if entry.data:
-                entry.data = encode_request(converted, entry.packet_id, bool(entry.data[0] & 0x08))
+                data = encode_request(converted, entry.packet_id)
+                entry.data = codec.set_dup(data) if codec.has_dup(entry.data) else data
                 self._store_put(entry.key, entry.data)
             elif entry.qos and self._record_queued:
-                entry.data = encode_request(converted, 0, False)
+                entry.data = encode_request(converted, 0)
                 self._store_put(entry.key, entry.data)
 
     def _closing(self) -> bool:
@@ -696,31 +682,33 @@ class ClientSession:
         level = self._level
         events = self._events
         decode_publish = codec.decode_publish
+        short_ack_id = codec.short_ack_id
         for first, buf, start, end in frames:
-            if first & 0xF0 == 0x30:
+            if first in _PUBLISH_FIRST_BYTES:
                 message = decode_publish(first, buf, start, end, level)
                 if message.qos == 0 and level != MQTT_5:
                     events.append(MessageReceived(message, None))
                 else:
                     self._on_publish(message, now)
-            elif end - start == 2 and first in _SHORT_ACKS:
+                continue
+            ptype = _SHORT_ACK_TYPES.get(first)
+            if ptype is not None:
                 # PUBACK / PUBREC / PUBREL / PUBCOMP with success and no properties: the
-                # flow's packets, decoded in place.
-                packet_id = (buf[start] << 8) | buf[start + 1]
-                if not packet_id:
-                    raise MalformedPacketError("packet identifier 0 [MQTT-2.2.1-3]")
-                if first == 0x40:
-                    self._puback(packet_id, 0, now)
-                elif first == 0x50:
-                    self._pubrec(packet_id, 0, now)
-                elif first == 0x70:
-                    self._pubcomp(packet_id, now)
-                else:
-                    self._pubrel(packet_id, now)
-            else:
-                self._handle(codec.decode_packet(first, buf, start, end, level), now)
-                if self.state is not State.CONNECTED:
-                    return
+                # flows' packets, decoded in place.
+                packet_id = short_ack_id(buf, start, end)
+                if packet_id:
+                    if ptype is _PUBACK:
+                        self._puback(packet_id, 0, now)
+                    elif ptype is _PUBREC:
+                        self._pubrec(packet_id, 0, now)
+                    elif ptype is _PUBCOMP:
+                        self._pubcomp(packet_id, now)
+                    else:
+                        self._pubrel(packet_id, now)
+                    continue
+            self._handle(codec.decode_packet(first, buf, start, end, level), now)
+            if self.state is not State.CONNECTED:
+                return
 
     # -- application interface -----------------------------------------------------------------
 
@@ -757,7 +745,7 @@ class ClientSession:
                     request.topic, request.payload, request.qos, request.retain, None, self._level
                 )
                 if key and self._record_queued:
-                    self._store_put(key, encode_request(request, 0, False))
+                    self._store_put(key, encode_request(request, 0))
             if request.properties_bytes is not None and request.properties.topic_alias is not None:
                 request = self._resolve_outgoing_alias(request)
             recorded = bool(key)
@@ -795,7 +783,7 @@ class ClientSession:
                     self._store_delete(key)
                 return  # dropped (policy drop_newest)
             if request.qos and self._record_queued and not recorded:
-                entry.data = encode_request(request, 0, False)
+                entry.data = encode_request(request, 0)
                 self.config.outgoing_store.put(entry.key, entry.data)
             queue.append(entry)
             self._queued_bytes += len(request.payload)
@@ -936,13 +924,13 @@ class ClientSession:
                 self._received_qos2.add(packet_id)
                 if self.state is State.CONNECTED:
                     self._send(
-                        b"\x50\x02" + _U16.pack(packet_id),
+                        codec.encode_pubrec(packet_id),
                         now,
                         PubRec(packet_id) if self.config.trace_packets else None,
                     )
             elif self.state is State.CONNECTED:
                 self._send(
-                    b"\x40\x02" + _U16.pack(packet_id),
+                    codec.encode_puback(packet_id),
                     now,
                     PubAck(packet_id) if self.config.trace_packets else None,
                 )
@@ -1048,7 +1036,7 @@ class ClientSession:
         the alias for the rest of this connection (mappings never carry over to another one)."""
         alias: int = request.properties.topic_alias  # type: ignore[assignment]
         if request.alias_only and self._out_aliases.get(alias) == request.topic:
-            return _EMPTY_TOPIC_FIELD
+            return codec.EMPTY_TOPIC_FIELD
         self._out_aliases[alias] = request.topic
         return request.topic_field
 
@@ -1091,14 +1079,15 @@ class ClientSession:
                     ReasonCode.TOPIC_ALIAS_INVALID,
                 )
         # The exact size: a PUBLISH of exactly Maximum Packet Size is allowed [MQTT-3.2.2-15].
-        remaining = (
-            2
-            + len(request.topic_bytes)
-            + (2 if request.qos else 0)
-            + len(request.payload)
-            + (len(request.properties_bytes) if request.properties_bytes else 0)
+        props = request.properties_bytes
+        size = codec.packet_size(
+            codec.publish_remaining_length(
+                len(request.topic_bytes),
+                request.qos,
+                len(request.payload),
+                len(props) if props is not None else None,
+            )
         )
-        size = 1 + len(codec.encode_varint(min(remaining, codec.MAX_REMAINING_LENGTH))) + remaining
         if size > self._max_out_packet:
             raise PacketTooLargeError(
                 f"this PUBLISH is {size:,} bytes; the broker accepts at most "
@@ -1121,9 +1110,9 @@ class ClientSession:
         aliased = request.properties_bytes is not None and request.properties.topic_alias
         if not entry.qos:
             if aliased:
-                data = encode_request(request, 0, False, self._wire_topic_field(request))
+                data = encode_request(request, 0, self._wire_topic_field(request))
             else:
-                data = encode_request(request, 0, False)
+                data = encode_request(request, 0)
             self._out_size += len(data)
             self._send(data, now)
             if self.config.trace_packets:
@@ -1135,14 +1124,11 @@ class ClientSession:
         entry.packet_id = packet_id
         if entry.data:
             # Queued earlier with packet id 0: patch the identifier in place of re-encoding.
-            data = entry.data
             props = request.properties_bytes
-            offset = len(data) - len(request.payload) - (len(props) if props else 0) - 2
-            # One copy: the tail goes in through a view, not a slice (a second copy of a large
-            # payload).
-            data = b"".join((data[:offset], _U16.pack(packet_id), memoryview(data)[offset + 2 :]))
+            tail = len(request.payload) + (len(props) if props else 0)
+            data = codec.set_packet_id(entry.data, packet_id, tail)
         else:
-            data = encode_request(request, packet_id, False)
+            data = encode_request(request, packet_id)
         entry.data = data
         entry.state = _SENT
         self._sent_count += 1
@@ -1157,7 +1143,7 @@ class ClientSession:
             # without it when the alias is already set on this connection.
             topic_field = self._wire_topic_field(request)
             if topic_field is not request.topic_field:
-                data = encode_request(request, packet_id, False, topic_field)
+                data = encode_request(request, packet_id, topic_field)
         self._out_size += len(data)
         self._send(data, now)
         if self.config.trace_packets:
@@ -1378,10 +1364,7 @@ class ClientSession:
                         self._store_delete(entry.key)
                         self._complete(entry, exc)
                         continue
-                data = entry.data
-                if not data[0] & 0x08:
-                    data = bytes((data[0] | 0x08,)) + data[1:]
-                    entry.data = data
+                entry.data = data = codec.set_dup(entry.data)
                 self._sent_count += 1
                 entry.sent_mark = self._sent_count
                 entry.sent_at = now
@@ -1426,7 +1409,7 @@ class ClientSession:
                 # Stored again in its queued form (packet id 0, no DUP): a restart before it is
                 # sent must find it queued, not in flight under an identifier of the lost
                 # session.
-                entry.data = encode_request(entry.request, 0, False)
+                entry.data = encode_request(entry.request, 0)
                 self._store_put(entry.key, entry.data)
             else:
                 entry.data = b""  # encoded again, with its new identifier, when sent
@@ -1471,7 +1454,7 @@ class ClientSession:
         if qos == 2 and packet_id in self._received_qos2:
             # Already delivered; the broker did not get our PUBREC [MQTT-4.3.3-?]: answer again.
             self._send(
-                b"\x50\x02" + _U16.pack(packet_id),
+                codec.encode_pubrec(packet_id),
                 now,
                 PubRec(packet_id) if self.config.trace_packets else None,
             )
@@ -1588,7 +1571,7 @@ class ClientSession:
             return
         if entry.sent_mark > self._acked_mark:  # noqa: PLR1730 - per message: no call
             self._acked_mark = entry.sent_mark
-        rel_bytes = b"\x62\x02" + _U16.pack(packet_id)
+        rel_bytes = codec.encode_pubrel(packet_id)
         if entry.state != _RELEASED:
             entry.state = _RELEASED
             entry.data = rel_bytes
@@ -1616,8 +1599,11 @@ class ClientSession:
         elif self._level == MQTT_5:
             reason = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
         if not reason:
-            comp_bytes = b"\x70\x02" + _U16.pack(packet_id)
-            self._send(comp_bytes, now, PubComp(packet_id) if self.config.trace_packets else None)
+            self._send(
+                codec.encode_pubcomp(packet_id),
+                now,
+                PubComp(packet_id) if self.config.trace_packets else None,
+            )
         else:
             comp = PubComp(packet_id, reason)
             self._send(codec.encode_packet(comp, self._level), now, comp)
@@ -1750,29 +1736,19 @@ class ClientSession:
             if not value:
                 continue
             self._seq += 1
-            kind = value[0] >> 4
-            if kind == PacketType.PUBREL:
-                packet_id = (value[2] << 8) | value[3]
+            try:
+                packet = codec.decode_stored(value, cfg.protocol_level)
+            except ProtocolError as exc:
+                log.warning("outgoing store entry %d does not decode (%s); skipped", key, exc)
+                continue
+            if isinstance(packet, PubRel):
+                packet_id = packet.packet_id
                 entry = _Entry(_PUBLISH, self._seq, 2, None, None, key)
                 entry.packet_id, entry.state, entry.data = packet_id, _RELEASED, value
                 entry.sent_mark, entry.sent_at = 0, 0.0
                 self._inflight[packet_id] = entry
                 self._qos2_inflight += 1
                 continue
-            if kind != PacketType.PUBLISH:
-                log.warning("outgoing store entry %d is not a PUBLISH or PUBREL; skipped", key)
-                continue
-            try:
-                # A message queued while offline is stored with packet identifier 0, which no
-                # PUBLISH may carry on the wire [MQTT-2.2.1-3]: decode it with a stand-in.
-                offset = _publish_id_offset(value)
-                queued = value[offset : offset + 2] == b"\x00\x00" and bool(value[0] & 0x06)
-                wire = value[:offset] + b"\x00\x01" + value[offset + 2 :] if queued else value
-                packet = codec.decode(wire, cfg.protocol_level)
-            except (ProtocolError, IndexError):
-                log.warning("outgoing store entry %d does not decode; skipped", key)
-                continue
-            assert isinstance(packet, Publish)
             request = PublishRequest(
                 packet.topic,
                 packet.topic.encode("utf-8"),
@@ -1786,7 +1762,7 @@ class ClientSession:
             )
             entry = _Entry(_PUBLISH, self._seq, packet.qos, request, None, key)
             entry.data = value
-            if packet.packet_id and not queued:
+            if packet.packet_id:  # 0: queued before it was sent
                 entry.packet_id, entry.state = packet.packet_id, _SENT
                 entry.sent_mark, entry.sent_at = 0, 0.0
                 self._inflight[packet.packet_id] = entry
@@ -1806,6 +1782,14 @@ class ClientSession:
             f"queued={len(self._queue)} inflight={len(self._inflight)}>"
         )
 
+
+# The receive fast path's tables: the first bytes of every PUBLISH, and those of the four
+# acknowledgements (their packet types).
+_PUBLISH_FIRST_BYTES: Final = codec.PUBLISH_FIRST_BYTES
+_SHORT_ACK_TYPES: Final = codec.SHORT_ACK_TYPES
+_PUBACK: Final = PacketType.PUBACK
+_PUBREC: Final = PacketType.PUBREC
+_PUBCOMP: Final = PacketType.PUBCOMP
 
 _HANDLERS: Final[dict[int, Any]] = {
     PacketType.CONNACK: ClientSession._on_connack,
