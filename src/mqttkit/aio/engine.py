@@ -17,7 +17,8 @@ deadline, and turns session events into two kinds of output:
 
 Every method runs on the engine's event loop. :meth:`Engine.submit` is the only thread-safe
 entry: it queues a call and wakes the loop once per batch, so a thread publishing thousands of
-messages costs one loop wake-up per batch, not one per message.
+messages costs one loop wake-up per batch, not one per message. How and when output is written
+is described in one place: the comment "The write path" in :class:`Engine`.
 
 Event order, per connection attempt: ``reconnect`` (not before the first attempt), then either
 ``connect`` or ``error``; when an open connection ends: ``error`` (if it ended by an error),
@@ -100,7 +101,8 @@ def backoff_delay(attempt: int, period: float, maximum: float, rng: random.Rando
 
 
 #: Longest an output waits to be written during a burst of calls that does not yield (see
-#: Engine._write_through): long enough to batch a burst, short enough to keep the broker busy.
+#: "The write path" in Engine): long enough to batch a burst, short enough to keep the broker
+#: busy.
 WRITE_DELAY = 0.001
 
 #: Jitter for reconnect delays (one generator for every engine in the process).
@@ -113,36 +115,44 @@ def _set_once(future: asyncio.Future[None]) -> None:
 
 
 class _Protocol(asyncio.Protocol):
-    """Forwards transport callbacks to the engine, tagged with itself to ignore stale ones."""
+    """One connection's transport callbacks, handed to the engine's handlers (given at creation)
+    with the protocol itself, so that the engine can ignore a stale connection's."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    __slots__ = ("_lost", "_made", "_received", "_writable", "transport")
+
+    def __init__(
+        self,
+        made: Callable[[_Protocol], None],
+        received: Callable[[_Protocol, bytes], None],
+        lost: Callable[[_Protocol, BaseException | None], None],
+        writable: Callable[[_Protocol, bool], None],
+    ) -> None:
+        self._made = made
+        self._received = received
+        self._lost = lost
+        self._writable = writable
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         # Room for a few large messages before pause_writing() holds the session back.
         transport.set_write_buffer_limits(high=1 << 20)  # type: ignore[attr-defined]
-        self.engine._on_connection_made(self)
+        self._made(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.engine._protocol is self:
-            self.engine._on_data(data)
+        self._received(self, data)
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.engine._on_connection_lost(self, exc)
+        self._lost(self, exc)
 
     def pause_writing(self) -> None:
-        if self.engine._protocol is self:
-            self.engine.session.pause_writing()
+        self._writable(self, False)
 
     def resume_writing(self) -> None:
-        if self.engine._protocol is self:
-            self.engine.session.resume_writing(self.engine.loop.time())
-            self.engine._after()
+        self._writable(self, True)
 
 
 # Engine states.
@@ -185,7 +195,7 @@ class Engine:
         self._wake: asyncio.Future[None] | None = None  # set while waiting to reconnect
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        self._flush_scheduled = False
+        self._write_scheduled = False
         self._out_since = -1.0  # when the oldest output not yet written was added (-1: none)
         # Called once the session has nothing pending (flush(), graceful close).
         self._drain_waiters: list[Callable[[], None]] = []
@@ -195,7 +205,8 @@ class Engine:
         self._commands: deque[tuple[Callable[..., Any], tuple[Any, ...]]] | None = None
         self._commands_lock = threading.Lock()
         self._wakeup_pending = False
-        self._batching = False
+        self._batching = False  # in _run_commands()
+        self._dispatching = False  # in _process_events(), calling the listener
         self._stop_reconnecting = False
         # Stores that batch writes (begin/commit, e.g. SQLiteStore): a loop turn holds the
         # session's writes and commits them all before its bytes are written (one fsync per
@@ -260,8 +271,8 @@ class Engine:
         commands = self._commands
         if commands is None:
             return
-        # One batch: the events of every command are dispatched, and what they queued is
-        # written, once at the end (a burst of publishes becomes one write).
+        # One batch, one turn: the events of every command are dispatched, and what they
+        # queued is written, once at the end (a burst of publishes becomes one write).
         self._batching = True
         if self._store_begins:
             self._hold_stores()
@@ -275,7 +286,7 @@ class Engine:
         finally:
             self._batching = False
         try:
-            self._after_now()
+            self._end_turn()
         finally:
             if self._holding:
                 self._commit_stores()
@@ -326,20 +337,19 @@ class Engine:
         self._stop_reconnecting = False
         self._run_task = self.loop.create_task(self._run())
 
+    # Two ways in for a publish, on purpose: publish() is the one entry (it takes this fast
+    # path itself); publish_now() lets a front learn that a QoS 0 message is done before it
+    # makes a token for it. The asyncio front returns one shared completed future for such
+    # messages; making and resolving a future per message instead costs ~0.3 us, a sixth of
+    # its publisher's CPU per QoS 0 message (BENCHMARKS.md, optimisation 13).
     def publish_now(self, request: s.PublishRequest) -> bool:
         """QoS 0 that can be written at once: put it in the output and return True (it is
         done); otherwise False, nothing changed (use :meth:`publish`)."""
         now = self.loop.time()
         if self.state != _RUNNING or not self.session.publish_now(request, now):
             return False
-        self._write_through(now)
-        if self._batching:
-            return True  # _run_commands processes events and flushes once for the batch
-        if self.session.config.trace_packets:
-            self._process_events()  # its PacketSent
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        # No completion event; with packet tracing, its PacketSent.
+        self._added(now, self.session.config.trace_packets)
         return True
 
     def publish(self, request: s.PublishRequest, token: Token | None, key: int = 0) -> None:
@@ -374,7 +384,7 @@ class Engine:
             if token is not None:
                 token.reject(error)
             return
-        self._after(now)
+        self._added(now)
 
     def subscribe(self, request: s.SubscribeRequest, token: Token | None) -> None:
         """Queue a SUBSCRIBE; ``token`` resolves with the SubscribeCompleted event."""
@@ -383,8 +393,9 @@ class Engine:
             if token is not None:
                 token.reject(refusal)
             return
-        self.session.subscribe(request, self.loop.time(), token)
-        self._after()
+        now = self.loop.time()
+        self.session.subscribe(request, now, token)
+        self._added(now)
 
     def unsubscribe(self, request: s.UnsubscribeRequest, token: Token | None) -> None:
         """Queue an UNSUBSCRIBE; ``token`` resolves with the UnsubscribeCompleted event."""
@@ -393,8 +404,9 @@ class Engine:
             if token is not None:
                 token.reject(refusal)
             return
-        self.session.unsubscribe(request, self.loop.time(), token)
-        self._after()
+        now = self.loop.time()
+        self.session.unsubscribe(request, now, token)
+        self._added(now)
 
     def take_ticket(self) -> None:
         """Count a publish call that never came (see :attr:`publishes_taken`)."""
@@ -414,8 +426,9 @@ class Engine:
         if not self.session.connected:
             log.warning("reauthenticate() while not connected: ignored")
             return
-        self.session.send_auth(self.loop.time(), ReasonCode.RE_AUTHENTICATE, properties)
-        self._after()
+        now = self.loop.time()
+        self.session.send_auth(now, ReasonCode.RE_AUTHENTICATE, properties)
+        self._added(now)
 
     def _answer_auth(self, packet: Auth) -> None:
         step = self.options.authenticate
@@ -430,23 +443,22 @@ class Engine:
             error = MQTTConnectionError(f"the authenticate function failed: {exc!r}")
             error.__cause__ = exc
             self.session.abort(error, ReasonCode.NOT_AUTHORIZED)
-            self.loop.call_soon(self._after_now)  # its ConnectionClosing, after this batch
+            self.loop.call_soon(self._end_turn)  # its ConnectionClosing, after this batch
 
     def acknowledge(self, ack: s.Ack) -> None:
         """The application has the message of ``ack``. A QoS 2 receipt is durable in the
         incoming store when this returns (the next listener may run then), even in the middle
-        of a turn that holds the store's writes."""
-        self.session.acknowledge(ack, self.loop.time())
-        if ack.qos == 2:
-            self._commit_held()
-        self._after()
+        of a turn that holds the store's writes.
 
-    def acknowledge_now(self, ack: s.Ack) -> None:
-        """As :meth:`acknowledge`, from a listener the engine is calling (inline dispatch):
-        the acknowledgement is written with the rest of the events' output, after them."""
-        self.session.acknowledge(ack, self.loop.time())
+        Also from a listener the engine is calling (``dispatch="inline"``): the
+        acknowledgement is then written with the rest of the turn's output, after its events.
+        """
+        now = self.loop.time()
+        self.session.acknowledge(ack, now)
         if ack.qos == 2:
             self._commit_held()
+        if not self._dispatching:
+            self._added(now)
 
     def _commit_held(self) -> None:
         # Make what this turn holds durable now, and go on holding for the rest of it.
@@ -587,7 +599,7 @@ class Engine:
         try:
             async with asyncio.timeout(timeout):
                 try:
-                    await open_transport(self.options, lambda: _Protocol(self), self._ssl)
+                    await open_transport(self.options, self._new_protocol, self._ssl)
                 except MQTTError:
                     raise
                 except Exception as exc:  # anything else the loop raises while connecting
@@ -642,8 +654,9 @@ class Engine:
         self._wake_up()
         had_connection = self._protocol is not None
         if self.session.connected:
-            self.session.disconnect(self.loop.time())
-            self._after()
+            now = self.loop.time()
+            self.session.disconnect(now)
+            self._added(now)
         protocol = self._protocol
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
@@ -684,6 +697,11 @@ class Engine:
 
     # -- transport callbacks ---------------------------------------------------------------------
 
+    def _new_protocol(self) -> _Protocol:
+        return _Protocol(
+            self._on_connection_made, self._on_data, self._on_connection_lost, self._on_writable
+        )
+
     def _on_connection_made(self, protocol: _Protocol) -> None:
         if self.state != _RUNNING or self._protocol is not None:
             assert protocol.transport is not None
@@ -691,19 +709,31 @@ class Engine:
             return
         self._protocol = protocol
         self.session.connection_made(self.loop.time())
-        self._after_now()
+        self._end_turn()
 
-    def _on_data(self, data: bytes) -> None:
+    def _on_data(self, protocol: _Protocol, data: bytes) -> None:
+        if protocol is not self._protocol:
+            return
         if self._store_begins:
             self._hold_stores()
             try:
                 self.session.receive_data(data, self.loop.time())
-                self._after_now()
+                self._end_turn()
             finally:
                 self._commit_stores()
             return
         self.session.receive_data(data, self.loop.time())
-        self._after_now()
+        self._end_turn()
+
+    def _on_writable(self, protocol: _Protocol, writable: bool) -> None:
+        if protocol is not self._protocol:
+            return
+        if not writable:
+            self.session.pause_writing()
+            return
+        now = self.loop.time()
+        self.session.resume_writing(now)
+        self._added(now)
 
     def _on_connection_lost(self, protocol: _Protocol, exc: BaseException | None) -> None:
         if protocol is not self._protocol:
@@ -730,40 +760,57 @@ class Engine:
         if lost is not None and not lost.done():
             lost.set_result(error)
 
-    # -- plumbing ------------------------------------------------------------------------------
+    # -- the write path ----------------------------------------------------------------------------
+    #
+    # Every byte the engine writes leaves through _write(), by these rules:
+    #
+    # * Turns. The engine works in turns: a read (_on_data), the timer, a new connection, a
+    #   batch of calls from other threads (_run_commands). A turn dispatches its events, then
+    #   writes its output, once, at its end (_end_turn): a burst of calls becomes one write.
+    #   A call made outside a turn (an asyncio task calling publish()) dispatches its events at
+    #   once (its token may complete right away) and has its output written at the end of the
+    #   loop iteration (call_soon), so the calls a task makes before it yields share one write.
+    # * Write-through. In the middle of a burst that does not yield (a publishing loop without
+    #   ``await``, a large batch of commands, many clients publishing in turn), output is
+    #   written at once when a whole batch (about 256 KB, session.output_full) waits or the
+    #   oldest of it has waited WRITE_DELAY (_added): the burst streams out while the rest is
+    #   encoded, and the broker starts on it, instead of all of it leaving at the end.
+    # * Stores first. A turn holds the writes of stores that batch them (begin/commit, e.g.
+    #   SQLiteStore: one commit per turn, not per write); _write() commits them before any
+    #   byte leaves, and if a commit fails, nothing is written and the connection is dropped
+    #   (_commit_stores): the bytes would get ahead of what the store holds.
+    # * A listener the engine is calling (dispatch="inline") may acknowledge: that output waits
+    #   for the write that ends the turn, after the events (acknowledge()).
+    # * A session that closes the connection (ConnectionClosing) has its last output (an MQTT 5
+    #   DISCONNECT) written through _write() too, then the transport is closed.
+    # * QoS 0 written at once (publish_now) adds output but no completion event.
 
-    def _after(self, now: float | None = None) -> None:
-        """After an operation: dispatch events and flush soon (coalescing many calls)."""
-        self._write_through(self.loop.time() if now is None else now)
-        if self._batching:
-            return  # _run_commands does it once for the whole batch
-        self._process_events()
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
-
-    def _write_through(self, now: float) -> None:
-        """Output may have been added at ``now``. Normally it is written at the end of this
-        loop iteration (one write for a burst of calls), but in the middle of a burst that does
-        not yield (a publishing loop without ``await``, a large batch of commands, many clients
-        publishing in turn) it is written at once when a whole batch (about 256 KB) waits or
-        the oldest of it has waited ``WRITE_DELAY``: the burst streams out while the rest is
-        encoded, and the broker starts on it, instead of all of it leaving at the end."""
+    def _added(self, now: float, events: bool = True) -> None:
+        """An operation at ``now`` may have added output (and, if ``events``, events)."""
         since = self._out_since
         if self.session.output_full or (since >= 0.0 and now - since >= WRITE_DELAY):
-            self._flush()
+            self._write()
         elif since < 0.0:
             self._out_since = now
+        if self._batching:
+            return  # _run_commands() ends the turn
+        if events:
+            self._process_events()
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self.loop.call_soon(self._write)
 
-    def _after_now(self) -> None:
+    def _end_turn(self) -> None:
         self._process_events()
-        self._flush()
+        self._write()
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
+    def _write(self) -> bool:
+        """Write what the session has to send (the only place that writes). False if a store
+        failed to commit: nothing was written and the connection is being dropped."""
+        self._write_scheduled = False
         self._out_since = -1.0
         if self._holding and not self._commit_stores():
-            return
+            return False
         session = self.session
         protocol = self._protocol
         transport = protocol.transport if protocol is not None else None
@@ -779,6 +826,7 @@ class Engine:
             session.pump(self.loop.time())
             self._process_events()
         self._arm_timer()
+        return True
 
     def _arm_timer(self) -> None:
         deadline = self.session.next_deadline()
@@ -797,7 +845,7 @@ class Engine:
     def _on_timer(self) -> None:
         self._timer = None
         self.session.handle_timer(self.loop.time())
-        self._after_now()
+        self._end_turn()
 
     def _process_events(self) -> None:
         events = self.session.events_received()
@@ -808,61 +856,64 @@ class Engine:
         emit = self.listener.emit
         deliver = self.listener.message
         message_received = s.MessageReceived
-        for event in events:
-            # Most frequent first: this runs per message.
-            if type(event) is message_received:
-                deliver(event.message, event.ack)
-            elif isinstance(event, s.PublishCompleted):
-                token: Token = event.token
-                if event.error is not None:
-                    token.reject(event.error)
-                elif event.downgraded:
-                    token.resolve(s.PublishResult(event.reason_code, qos=1))
-                else:
-                    token.resolve(event.reason_code)
-            elif isinstance(event, s.SubscribeCompleted | s.UnsubscribeCompleted):
-                if event.token is None:  # our own resubscribe after a lost session
+        # Set while the listener runs: an inline listener's acknowledge() leaves the writing
+        # to the end of the turn (see "The write path").
+        dispatching = self._dispatching
+        self._dispatching = True
+        try:
+            for event in events:
+                # Most frequent first: this runs per message.
+                if type(event) is message_received:
+                    deliver(event.message, event.ack)
+                elif isinstance(event, s.PublishCompleted):
+                    token: Token = event.token
                     if event.error is not None:
-                        emit("error", event.error)
-                elif event.error is None:
-                    event.token.resolve(event)
-                else:
-                    event.token.reject(event.error)
-            elif isinstance(event, s.Connected):
-                if not self.options.client_id:
-                    # MQTT 5 Assigned Client Identifier: every later connection uses it.
-                    self.options.client_id = self.session.config.client_id
-                if self._connack is not None and not self._connack.done():
-                    self._connack.set_result(event.connack)
-                emit("connect", event.connack)
-            elif isinstance(event, s.ConnectionRefused):
-                if self._connack is not None and not self._connack.done():
-                    self._connack.set_exception(event.error)
-            elif isinstance(event, s.ConnectionClosing):
-                protocol = self._protocol
-                if self._holding and not self._commit_stores():
-                    continue
-                data = self.session.data_to_send()
-                if protocol is not None and protocol.transport is not None:
-                    if data:
-                        protocol.transport.write(data)
-                    protocol.transport.close()
-            elif isinstance(event, s.MessageDropped):
-                log.warning(
-                    "dropped a message to %r: the outgoing queue was full (%s)",
-                    event.message.topic,
-                    event.policy,
-                )
-                emit("dropped", event.message)
-            elif isinstance(event, s.ServerDisconnected):
-                emit("disconnect", event.packet)
-            elif isinstance(event, s.AuthReceived):
-                emit("auth", event.packet)
-                self._answer_auth(event.packet)
-            elif isinstance(event, s.PacketSent):
-                emit("packetsend", event.packet)
-            elif isinstance(event, s.PacketReceived):
-                emit("packetreceive", event.packet)
+                        token.reject(event.error)
+                    elif event.downgraded:
+                        token.resolve(s.PublishResult(event.reason_code, qos=1))
+                    else:
+                        token.resolve(event.reason_code)
+                elif isinstance(event, s.SubscribeCompleted | s.UnsubscribeCompleted):
+                    if event.token is None:  # our own resubscribe after a lost session
+                        if event.error is not None:
+                            emit("error", event.error)
+                    elif event.error is None:
+                        event.token.resolve(event)
+                    else:
+                        event.token.reject(event.error)
+                elif isinstance(event, s.Connected):
+                    if not self.options.client_id:
+                        # MQTT 5 Assigned Client Identifier: every later connection uses it.
+                        self.options.client_id = self.session.config.client_id
+                    if self._connack is not None and not self._connack.done():
+                        self._connack.set_result(event.connack)
+                    emit("connect", event.connack)
+                elif isinstance(event, s.ConnectionRefused):
+                    if self._connack is not None and not self._connack.done():
+                        self._connack.set_exception(event.error)
+                elif isinstance(event, s.ConnectionClosing):
+                    # The session's last output (an MQTT 5 DISCONNECT), then the end.
+                    protocol = self._protocol
+                    if self._write() and protocol is not None and protocol.transport is not None:
+                        protocol.transport.close()
+                elif isinstance(event, s.MessageDropped):
+                    log.warning(
+                        "dropped a message to %r: the outgoing queue was full (%s)",
+                        event.message.topic,
+                        event.policy,
+                    )
+                    emit("dropped", event.message)
+                elif isinstance(event, s.ServerDisconnected):
+                    emit("disconnect", event.packet)
+                elif isinstance(event, s.AuthReceived):
+                    emit("auth", event.packet)
+                    self._answer_auth(event.packet)
+                elif isinstance(event, s.PacketSent):
+                    emit("packetsend", event.packet)
+                elif isinstance(event, s.PacketReceived):
+                    emit("packetreceive", event.packet)
+        finally:
+            self._dispatching = dispatching
         self.listener.events_done()
         if self._drain_waiters and not self.session.pending:
             self._drained()

@@ -734,7 +734,7 @@ class Client(EventEmitter):
                 ack = item[2]
                 if ack is not None and inline:
                     # On the loop thread: stored (QoS 2) and written with this read's output.
-                    self._engine.acknowledge_now(ack)
+                    self._engine.acknowledge(ack)
                 elif ack is not None and ack.qos == 2 and self._durable_incoming:
                     # The packet id goes into the durable store before the next listener runs
                     # (as in the asyncio front): a crash then delivers again at most the one
