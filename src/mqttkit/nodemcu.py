@@ -61,8 +61,8 @@ from .protocol.errors import (
 from .protocol.packets import MQTT_3_1_1, Publish, Will
 from .protocol.store import Store
 from .sync.client import Client as _SyncClient
-from .sync.client import Handle
-from .sync.events import _arity
+from .sync.events import arity
+from .sync.handle import Handle
 
 __all__ = [
     "CONNACK_ACCEPTED",
@@ -176,12 +176,12 @@ def _callable_or_none(value: Any, name: str) -> Callable[..., Any] | None:
     if not callable(value):
         raise InvalidArgumentError(f"{name} must be a function, not {type(value).__name__}")
     fn: Callable[..., Any] = value
-    arity = _arity(fn)
-    if arity is None:
+    n = arity(fn)
+    if n is None:
         return fn
 
     def leading(*args: Any) -> Any:
-        return fn(*args[:arity])
+        return fn(*args[:n])
 
     return leading
 

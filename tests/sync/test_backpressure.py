@@ -63,7 +63,7 @@ def test_qos1_waits_for_the_handler_and_nothing_is_dropped(
     rec.wait_until(lambda: listener.shipped >= 20, 10, "the broker's window of messages")
     # The handler is blocked on the first one: every message in the client is unacknowledged,
     # so the broker keeps the rest (Mosquitto's window: 20).
-    assert session.unacknowledged == listener.shipped - client._handled
+    assert session.unacknowledged == listener.shipped - listener.handled
     assert listener.shipped < n
     gate.set()
     assert done.wait(20)

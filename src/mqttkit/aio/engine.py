@@ -15,10 +15,10 @@ deadline, and turns session events into two kinds of output:
 * **operation results**, through the token each operation was given: ``token.resolve(value)``
   or ``token.reject(error)``.
 
-Every method runs on the engine's event loop. :meth:`Engine.submit` is the only thread-safe
-entry: it queues a call and wakes the loop once per batch, so a thread publishing thousands of
-messages costs one loop wake-up per batch, not one per message. How and when output is written
-is described in one place: the comment "The write path" in :class:`Engine`.
+Every method runs on the engine's event loop; the blocking front brings calls from other
+threads there itself (:class:`mqttkit.sync.loop.Commands`), a batch at a time, each batch one
+turn of the engine (:meth:`Engine.run_batch`). How and when output is written is described in
+one place: the comment "The write path" in :class:`Engine`.
 
 Event order, per connection attempt: ``reconnect`` (not before the first attempt), then either
 ``connect`` or ``error``; when an open connection ends: ``error`` (if it ended by an error),
@@ -32,8 +32,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -200,12 +198,7 @@ class Engine:
         # Called once the session has nothing pending (flush(), graceful close).
         self._drain_waiters: list[Callable[[], None]] = []
         self._close_tokens: list[Token] = []
-        # Created by the first submit() (only the blocking front uses it): an empty deque
-        # costs ~0.6 KB, which matters with 10,000 connections in one process.
-        self._commands: deque[tuple[Callable[..., Any], tuple[Any, ...]]] | None = None
-        self._commands_lock = threading.Lock()
-        self._wakeup_pending = False
-        self._batching = False  # in _run_commands()
+        self._batching = False  # in run_batch()
         self._dispatching = False  # in _process_events(), calling the listener
         self._stop_reconnecting = False
         # Stores that batch writes (begin/commit, e.g. SQLiteStore): a loop turn holds the
@@ -242,54 +235,25 @@ class Engine:
         """True while the engine connects, is connected, reconnects or closes."""
         return self.state in (_RUNNING, _CLOSING)
 
-    @property
-    def commands_waiting(self) -> int:
-        """Calls submitted from other threads and not run yet (any thread may read it)."""
-        commands = self._commands
-        return 0 if commands is None else len(commands)
+    # -- a batch of calls -------------------------------------------------------------------------
 
-    # -- thread-safe entry ---------------------------------------------------------------------
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the loop, from any thread, in submission order (batched)."""
-        commands = self._commands
-        if commands is None:
-            with self._commands_lock:
-                if self._commands is None:
-                    self._commands = deque()
-                commands = self._commands
-        commands.append((fn, args))
-        if not self._wakeup_pending:
-            with self._commands_lock:
-                if not self._wakeup_pending:
-                    self._wakeup_pending = True
-                    self.loop.call_soon_threadsafe(self._run_commands)
-
-    def _run_commands(self) -> None:
-        with self._commands_lock:
-            self._wakeup_pending = False
-        commands = self._commands
-        if commands is None:
-            return
-        # One batch, one turn: the events of every command are dispatched, and what they
-        # queued is written, once at the end (a burst of publishes becomes one write).
+    def run_batch(self, run: Callable[[], None]) -> None:
+        """Run ``run()``, a run of calls into this engine (the blocking front's commands from
+        other threads), as one turn: the events of every call are dispatched, and what they
+        queued is written, once at the end (a burst of publishes becomes one write; see "The
+        write path"). ``run`` should not raise: each call's error is its own."""
         self._batching = True
         if self._store_begins:
             self._hold_stores()
         try:
-            while commands:
-                fn, args = commands.popleft()
-                try:
-                    fn(*args)
-                except Exception:  # a command must not kill the others
-                    log.exception("error in submitted call %r", fn)
+            run()
         finally:
             self._batching = False
-        try:
-            self._end_turn()
-        finally:
-            if self._holding:
-                self._commit_stores()
+            try:
+                self._end_turn()
+            finally:
+                if self._holding:
+                    self._commit_stores()
 
     def _hold_stores(self) -> None:
         try:
@@ -765,7 +729,7 @@ class Engine:
     # Every byte the engine writes leaves through _write(), by these rules:
     #
     # * Turns. The engine works in turns: a read (_on_data), the timer, a new connection, a
-    #   batch of calls from other threads (_run_commands). A turn dispatches its events, then
+    #   batch of calls from other threads (run_batch). A turn dispatches its events, then
     #   writes its output, once, at its end (_end_turn): a burst of calls becomes one write.
     #   A call made outside a turn (an asyncio task calling publish()) dispatches its events at
     #   once (its token may complete right away) and has its output written at the end of the
@@ -793,7 +757,7 @@ class Engine:
         elif since < 0.0:
             self._out_since = now
         if self._batching:
-            return  # _run_commands() ends the turn
+            return  # run_batch() ends the turn
         if events:
             self._process_events()
         if not self._write_scheduled:

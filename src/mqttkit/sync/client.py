@@ -5,15 +5,20 @@ Theory of operation
 Three kinds of threads meet here:
 
 * the **caller's threads**: any number, calling ``publish``/``subscribe``/... They validate
-  arguments (bad input raises right there) and hand the work to the engine with
-  :meth:`Engine.submit`, which batches: one loop wake-up per burst, not per message;
+  arguments (bad input raises right there) and hand the work to the engine through
+  :class:`~mqttkit.sync.loop.Commands`, which batches: one loop wake-up per burst, not per
+  message;
 * the **loop thread**: one daemon thread per process, running the asyncio
-  :class:`~mqttkit.aio.engine.Engine` of every sync client (see :func:`engine_loop`). It never
-  runs user code;
+  :class:`~mqttkit.aio.engine.Engine` of every sync client (see :mod:`mqttkit.sync.loop`). It
+  never runs user code (unless ``dispatch="inline"``);
 * one **dispatch thread** per client: runs the listeners and callbacks, in order, with the
-  events the loop thread hands over in batches. A slow or blocking listener therefore never
-  delays keepalive or the reading of the socket. Incoming QoS 1/2 messages are acknowledged to
-  the broker after their listeners have returned.
+  events the loop thread hands over in batches (see :mod:`mqttkit.sync.dispatch`). A slow or
+  blocking listener therefore never delays keepalive or the reading of the socket. Incoming
+  QoS 1/2 messages are acknowledged to the broker after their listeners have returned.
+
+This module owns the client itself: options, argument checking, the operations and what a
+batch of events means (:meth:`Client._process`: listeners, acknowledgements, callbacks).
+Operations return a :class:`~mqttkit.sync.handle.Handle`.
 
 The dispatch thread is not a daemon and lives while the client is active (connecting,
 connected or reconnecting): as in Node.js, a script that only registers listeners keeps running
@@ -25,340 +30,35 @@ hold rule in :mod:`mqttkit.sync.events`.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import itertools
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from queue import SimpleQueue
 from types import TracebackType
 from typing import Any
 
-from .._api import auth_properties, filters_from, granted_from, subscriptions_from
+from .._api import auth_properties, filters_from, subscriptions_from
 from ..aio.engine import RUNNING as _ENGINE_RUNNING
 from ..aio.engine import Engine
 from ..options import ClientOptions, parse_options
 from ..protocol import session as s
-from ..protocol.errors import OperationTimeoutError, StoreError, UnknownOptionError
+from ..protocol.errors import StoreError, UnknownOptionError
 from ..protocol.packets import Publish
 from ..protocol.store import MemoryStore, is_private
-from .events import EventEmitter, _arity
+from .dispatch import CALL, Dispatcher, LoopListener
+from .events import EventEmitter
+from .handle import Handle, Operation
+from .loop import Commands, check_not_on_loop_thread, engine_loop, on_loop_thread
 
 __all__ = ["Client", "Handle", "connect", "engine_loop"]
 
 log = logging.getLogger("mqttkit")
 
-# ---------------------------------------------------------------------------------------------
-# The loop thread
-# ---------------------------------------------------------------------------------------------
-
-_loop_lock = threading.Lock()
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_thread: threading.Thread | None = None
-
-
-def engine_loop() -> asyncio.AbstractEventLoop:
-    """The process-wide event loop that runs every sync client's engine (started on demand)."""
-    global _loop, _loop_thread
-    with _loop_lock:
-        if _loop is None or _loop.is_closed():
-            loop = asyncio.new_event_loop()
-            ready = threading.Event()
-
-            def run() -> None:
-                asyncio.set_event_loop(loop)
-                loop.call_soon(ready.set)
-                loop.run_forever()
-
-            thread = threading.Thread(target=run, name="mqttkit-loop", daemon=True)
-            thread.start()
-            ready.wait()
-            _loop = loop
-            _loop_thread = thread
-        return _loop
-
-
-def _check_not_on_loop_thread(what: str) -> None:
-    """Waiting on the loop thread (an inline listener) would wait for itself: raise instead."""
-    if threading.current_thread() is _loop_thread:
-        raise RuntimeError(
-            f"{what} on the loop thread would wait forever: a listener run with "
-            "dispatch='inline' must not wait on a client (use a callback, or dispatch='thread')"
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# Handles
-# ---------------------------------------------------------------------------------------------
-
-_PUBLISH, _SUBSCRIBE, _UNSUBSCRIBE, _CLOSE = range(4)
-_handle_lock = threading.Lock()
-
-
-class Handle:
-    """The outcome of one operation: wait for it, or get a callback.
-
-    ``publish`` resolves to the PUBACK/PUBREC reason code (0 for MQTT 3.x), ``subscribe`` to the
-    list of :class:`~mqttkit.Granted`, ``unsubscribe`` to the MQTT 5 reason codes, ``close``
-    to None. Completion is set on the loop thread; callbacks run on the client's dispatch
-    thread, in order with the client's events.
-    """
-
-    __slots__ = ("_callback", "_client", "_done", "_error", "_event", "_kind", "_value")
-
-    def __init__(self, kind: int, callback: Callable[..., Any] | None, client: Client) -> None:
-        self._kind = kind
-        self._callback = callback
-        self._client = client
-        self._done = False
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self._event: threading.Event | None = None
-
-    # Token protocol, called by the engine on the loop thread.
-    def resolve(self, value: Any) -> None:
-        """Complete with a value (engine side)."""
-        if self._kind == _SUBSCRIBE:
-            value = granted_from(value)
-        elif self._kind == _UNSUBSCRIBE:
-            value = value.reason_codes
-        self._finish(value, None)
-
-    def reject(self, error: BaseException) -> None:
-        """Complete with an error (engine side)."""
-        self._finish(None, error)
-
-    def _finish(self, value: Any, error: BaseException | None) -> None:
-        # Only the loop thread finishes a handle, so no lock here: the result is stored, then
-        # ``_done`` set, then ``_event`` read. A waiter creates ``_event`` and then reads
-        # ``_done`` (see wait()), so one of the two always sees the other's write.
-        if self._done:
-            return
-        self._value = value
-        self._error = error
-        self._done = True
-        event = self._event
-        if event is not None:
-            event.set()
-        if self._callback is not None:
-            self._client._loop_listener.callback(self)
-        elif error is not None:
-            log.debug("operation failed with no callback: %s", error)
-
-    def _fail_at_once(self, error: BaseException) -> None:
-        # On the caller's thread, before anyone else has the handle: complete it, and run its
-        # callback on the dispatch thread (never on the caller's, never through the loop's
-        # non-thread-safe call_soon).
-        self._error = error
-        self._done = True
-        if self._callback is not None:
-            self._client._dispatcher.put([("_callback", self)])
-
-    def _run_callback(self) -> None:
-        callback = self._callback
-        assert callback is not None
-        kind = self._kind
-        if kind == _CLOSE:
-            args: tuple[Any, ...] = ()
-        elif kind == _SUBSCRIBE:
-            args = (self._error, self._value)
-        else:
-            args = (self._error,)
-        arity = _arity(callback)
-        if arity is not None and arity < len(args):
-            args = args[:arity]
-        try:
-            callback(*args)
-        except Exception:
-            log.exception("mqttkit: callback %r raised", callback)
-
-    # Public API.
-    def done(self) -> bool:
-        """True once the operation has completed (successfully or not)."""
-        return self._done
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the operation completes; False if ``timeout`` (seconds) ran out.
-
-        Raises:
-            RuntimeError: called by a listener running inline on the loop thread, where the
-                operation could never complete.
-        """
-        if self._done:
-            return True
-        _check_not_on_loop_thread("waiting on a handle")
-        with _handle_lock:  # waiters only: several threads may wait on one handle
-            if self._event is None:
-                self._event = threading.Event()
-            event = self._event
-        return self._done or event.wait(timeout)
-
-    def result(self, timeout: float | None = None) -> Any:
-        """Wait, then return the operation's result or raise its error.
-
-        Raises:
-            OperationTimeoutError: ``timeout`` ran out (the operation itself goes on).
-        """
-        if not self.wait(timeout):
-            raise OperationTimeoutError(f"the operation did not complete within {timeout} s")
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """Wait, then return the operation's error (None if it succeeded)."""
-        if not self.wait(timeout):
-            raise OperationTimeoutError(f"the operation did not complete within {timeout} s")
-        return self._error
-
-    def __repr__(self) -> str:
-        kind = ("publish", "subscribe", "unsubscribe", "close")[self._kind]
-        state = "pending" if not self._done else ("failed" if self._error else "done")
-        return f"<Handle {kind} {state}>"
-
-
-# ---------------------------------------------------------------------------------------------
-# Loop-side listener and the dispatch thread
-# ---------------------------------------------------------------------------------------------
-
-_STOP = object()
-
-
-class _LoopListener:
-    """Collects engine events on the loop thread and ships them to the dispatcher in batches."""
-
-    __slots__ = ("_batch", "_client", "_dropped", "_scheduled", "shipped")
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._batch: list[tuple[Any, ...]] = []
-        self._scheduled = False
-        #: Messages handed to the dispatcher (written by the loop thread only); with the
-        #: dispatcher's count of those it handled, the number waiting for the application.
-        self.shipped = 0
-        self._dropped = 0
-
-    def emit(self, name: str, *args: Any) -> None:
-        if self._client._inline:
-            self._client._process([(name, *args)])
-            return
-        self._batch.append((name, *args))
-        if not self._scheduled:
-            self._scheduled = True
-            self._client._loop.call_soon(self._ship)
-
-    def message(self, message: Publish, ack: s.Ack | None) -> None:
-        client = self._client
-        if client._inline:
-            client._process([("message", message, ack)])
-            return
-        if ack is None and self.shipped - client._handled >= client._max_buffered:
-            # A QoS 0 message and the application is this far behind: drop it (QoS 1/2 wait
-            # unacknowledged instead; the broker holds the rest).
-            self._dropped += 1
-            if self._dropped % 10_000 == 1:
-                log.warning(
-                    "dropping incoming QoS 0 messages: %d are waiting for the application "
-                    "(max_buffered); %d dropped so far",
-                    client._max_buffered,
-                    self._dropped,
-                )
-            self.emit("dropped", message)
-            return
-        self.shipped += 1
-        # No call_soon(self._ship) here: the engine ends every batch of messages with
-        # events_done(), which ships it; scheduling one anyway cost an extra loop iteration
-        # (an epoll_wait and a callback) per read.
-        self._batch.append(("message", message, ack))
-
-    def callback(self, handle: Handle) -> None:
-        self.emit("_callback", handle)
-
-    def stopped(self) -> None:
-        self._ship()
-        self._client._dispatcher.stop()
-
-    def events_done(self) -> None:
-        # Ship now rather than on the next loop iteration: one iteration fewer per read.
-        if self._batch:
-            self._ship()
-
-    def _ship(self) -> None:
-        self._scheduled = False
-        batch = self._batch
-        if batch:
-            self._batch = []
-            self._client._dispatcher.put(batch)
-
-
-class _Dispatcher:
-    """The per-client thread that runs listeners and callbacks."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._lock = threading.Lock()
-        self._queue: SimpleQueue[Any] | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        with self._lock:
-            self._start_locked()
-
-    def _start_locked(self) -> None:
-        if self._queue is not None:
-            return
-        queue: SimpleQueue[Any] = SimpleQueue()
-        previous = self._thread
-        thread = threading.Thread(
-            target=self._run,
-            args=(queue, previous),
-            name=f"mqttkit-dispatch-{self._client.options.client_id}",
-            daemon=False,
-        )
-        self._queue, self._thread = queue, thread
-        thread.start()
-
-    def put(self, batch: list[tuple[Any, ...]]) -> None:
-        with self._lock:
-            queue = self._queue
-            if queue is None:
-                # Nothing running (e.g. a callback after the client stopped): a thread just
-                # for this batch, still in order after any earlier one.
-                self._start_locked()
-                assert self._queue is not None
-                self._queue.put(batch)
-                self._queue.put(_STOP)
-                self._queue = None
-            else:
-                queue.put(batch)
-
-    def stop(self) -> None:
-        with self._lock:
-            queue, self._queue = self._queue, None
-        if queue is not None:
-            queue.put(_STOP)
-
-    @property
-    def thread(self) -> threading.Thread | None:
-        # Under the lock: _start_locked() sets and starts a new thread while holding it, so
-        # a caller never gets a thread it cannot join yet.
-        with self._lock:
-            return self._thread
-
-    def _run(self, queue: SimpleQueue[Any], previous: threading.Thread | None) -> None:
-        if previous is not None and previous is not threading.current_thread():
-            previous.join()  # keep order with what the previous dispatch thread still runs
-        process = self._client._process
-        while True:
-            item = queue.get()
-            if item is _STOP:
-                return
-            process(item)
-
-
-# ---------------------------------------------------------------------------------------------
-# The client
-# ---------------------------------------------------------------------------------------------
+_PUBLISH = Operation.PUBLISH
+_SUBSCRIBE = Operation.SUBSCRIBE
+_UNSUBSCRIBE = Operation.UNSUBSCRIBE
+_CLOSE = Operation.CLOSE
 
 _PUBLISH_OPTIONS = frozenset({"qos", "retain", "properties", "dup"})
 _SUBSCRIBE_OPTIONS = frozenset(
@@ -392,15 +92,23 @@ class Client(EventEmitter):
     ) -> None:
         super().__init__()
         self.options: ClientOptions = parse_options(url, options, **kwargs)
-        self._loop = engine_loop()
-        self._loop_listener = _LoopListener(self)
-        self._dispatcher = _Dispatcher(self)
-        self._engine = Engine(self.options, self._loop_listener, self._loop)
-        self._engine_publish = self._engine.publish  # bound once: publish() is the hot path
-        self._max_buffered = self.options.max_buffered
+        loop = engine_loop()
+        self._dispatcher = Dispatcher(
+            self._process, lambda: f"mqttkit-dispatch-{self.options.client_id}"
+        )
         # dispatch="inline": listeners run on the loop thread, as the engine reports events.
         self._inline = self.options.dispatch == "inline"
-        self._handled = 0  # messages the dispatcher has handled (written by it only)
+        self._loop_listener = LoopListener(
+            loop,
+            self._dispatcher,
+            self._process,
+            inline=self._inline,
+            max_buffered=self.options.max_buffered,
+        )
+        self._engine = Engine(self.options, self._loop_listener, loop)
+        self._commands = Commands(loop, self._engine.run_batch)
+        self._submit = self._commands.submit  # bound once: publish() is the hot path
+        self._engine_publish = self._engine.publish
         # With a durable incoming store, each QoS 2 receipt is stored before the next listener
         # runs (see _process).
         self._durable_incoming = not isinstance(self.options.incoming_store, MemoryStore)
@@ -443,13 +151,13 @@ class Client(EventEmitter):
             The client itself.
         """
         self._dispatcher.start()
-        self._engine.submit(self._engine.start)
+        self._submit(self._engine.start)
         return self
 
     def reconnect(self) -> Client:
         """Reconnect now (after a ``reconnect_period`` of 0, or to cut a backoff short)."""
         self._dispatcher.start()
-        self._engine.submit(self._engine.reconnect)
+        self._submit(self._engine.reconnect)
         return self
 
     def close(
@@ -468,8 +176,8 @@ class Client(EventEmitter):
         """
         if callable(force):
             callback, force = force, False
-        handle = Handle(_CLOSE, callback, self)
-        self._engine.submit(self._engine.close, bool(force), handle)
+        handle = Handle(_CLOSE, callback, self._loop_listener)
+        self._submit(self._engine.close, bool(force), handle)
         return handle
 
     end = close
@@ -534,13 +242,17 @@ class Client(EventEmitter):
                 opts.get("properties") if properties is None else properties,
                 self.options.protocol_version,
             )
-        handle = Handle(_PUBLISH, callback, self)
         engine = self._engine
         if engine.state is not _ENGINE_RUNNING:
             refusal = engine.refusal()
             if refusal is not None:
-                handle._fail_at_once(refusal)  # closed, or stopped for good: with why
+                # Closed, or stopped for good: failed at once, with why; its callback runs on
+                # the dispatch thread (never on the caller's, never through the loop).
+                handle = Handle(_PUBLISH, callback, self._dispatcher)
+                handle.reject(refusal)
                 return handle
+        handle = Handle(_PUBLISH, callback, self._loop_listener)
+        submit = self._submit
         session = engine.session
         if request.properties_bytes is not None and request.properties.topic_alias:
             session.check_topic_alias(request)
@@ -550,28 +262,28 @@ class Client(EventEmitter):
         if self._check_bytes or session.queued + waiting >= self._max_queued:
             error = session.admission_error(len(request.payload), waiting, 0)
             if error is not None:
-                engine.submit(engine.take_ticket)  # so that the count stays true
+                submit(engine.take_ticket)  # so that the count stays true
                 raise error
         key = 0
         if request.qos and self._record:
             try:
                 key = self._store(request)
                 if key < 0:
-                    _check_not_on_loop_thread("publishing by Topic Alias alone with a store")
+                    check_not_on_loop_thread("publishing by Topic Alias alone with a store")
             except BaseException:
-                engine.submit(engine.take_ticket)
+                submit(engine.take_ticket)
                 raise
             if key < 0:
                 # Not recordable here (a message by Topic Alias alone): wait until the loop
                 # thread's session has stored it, so that the rule holds all the same.
                 stored = threading.Event()
-                engine.submit(self._engine_publish, request, handle)
-                engine.submit(stored.set)
+                submit(self._engine_publish, request, handle)
+                submit(stored.set)
                 stored.wait()
                 return handle
-            engine.submit(self._engine_publish, request, handle, key)
+            submit(self._engine_publish, request, handle, key)
             return handle
-        engine.submit(self._engine_publish, request, handle)
+        submit(self._engine_publish, request, handle)
         return handle
 
     def _store(self, request: s.PublishRequest) -> int:
@@ -583,7 +295,7 @@ class Client(EventEmitter):
         try:
             if not s.record_publish(store, key, request):
                 return -1
-            if threading.current_thread() is _loop_thread:
+            if on_loop_thread():
                 # An inline listener publishing: the loop turn holds the store's writes.
                 commit = getattr(store, "commit", None)
                 if callable(commit):
@@ -641,8 +353,8 @@ class Client(EventEmitter):
         request = s.prepare_subscribe(
             subs, pick(properties, "properties", default=None), self.options.protocol_version
         )
-        handle = Handle(_SUBSCRIBE, callback, self)
-        self._engine.submit(self._engine.subscribe, request, handle)
+        handle = Handle(_SUBSCRIBE, callback, self._loop_listener)
+        self._submit(self._engine.subscribe, request, handle)
         return handle
 
     def unsubscribe(
@@ -662,8 +374,8 @@ class Client(EventEmitter):
             opts.get("properties") if properties is None else properties,
             self.options.protocol_version,
         )
-        handle = Handle(_UNSUBSCRIBE, callback, self)
-        self._engine.submit(self._engine.unsubscribe, request, handle)
+        handle = Handle(_UNSUBSCRIBE, callback, self._loop_listener)
+        self._submit(self._engine.unsubscribe, request, handle)
         return handle
 
     def reauthenticate(self, properties: Any) -> None:
@@ -675,7 +387,7 @@ class Client(EventEmitter):
             InvalidArgumentError: not MQTT 5, or no ``authentication_method``.
         """
         props = auth_properties(properties, self.options.protocol_version)
-        self._engine.submit(self._engine.reauthenticate, props)
+        self._submit(self._engine.reauthenticate, props)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until every operation issued so far has completed (QoS 0 messages written,
@@ -684,58 +396,43 @@ class Client(EventEmitter):
         Returns:
             False if ``timeout`` (seconds) ran out first.
         """
-        _check_not_on_loop_thread("flush()")
-        handle = Handle(_CLOSE, None, self)
-        self._engine.submit(self._engine.flush, handle)
+        check_not_on_loop_thread("flush()")
+        handle = Handle(_CLOSE, None, self._loop_listener)
+        self._submit(self._engine.flush, handle)
         return handle.wait(timeout)
 
     # -- events ----------------------------------------------------------------------------------
 
     def _listener_added(self, event: str) -> None:
         if event in ("packetsend", "packetreceive"):
-            self._engine.submit(self._engine.set_trace, True)
+            self._submit(self._engine.set_trace, True)
 
     def _replay(self, event: str) -> None:
         # Held events go through the dispatch thread, in order with everything else.
-        self._dispatcher.put([("_replay", event)])
+        self._dispatcher.call_soon(functools.partial(self._deliver_held, event))
 
     def _process(self, batch: list[tuple[Any, ...]]) -> None:
-        """Run one batch of events on the dispatch thread (internal)."""
+        """Run one batch of events: on the dispatch thread, or inline on the loop thread."""
         emit = self.emit
-        submit = self._engine.submit
+        emit_message = self._emit_message
+        listener = self._loop_listener
         acknowledge = self._engine.acknowledge
+        submit = self._submit
         inline = self._inline
         for item in batch:
             name = item[0]
             if name == "message":
                 message: Publish = item[1]
-                entries = self._listeners.get("message")
-                if (
-                    entries
-                    and len(entries) == 1
-                    and not entries[0].once
-                    and ("message" not in self._replaying)
-                ):
-                    # One plain listener (the usual case): call it without emit()'s generality.
-                    entry = entries[0]
-                    arity = entry.arity
-                    try:
-                        if arity == 2:
-                            entry.fn(message.topic, message.payload)
-                        elif arity is None or arity >= 3:
-                            entry.fn(message.topic, message.payload, message)
-                        else:
-                            entry.fn(*(message.topic, message.payload)[:arity])
-                    except Exception:
-                        log.exception("mqttkit: listener %r for event 'message' raised", entry.fn)
-                else:
-                    emit("message", message.topic, message.payload, message)
-                self._handled += 1
+                emit_message(message.topic, message.payload, message)
+                listener.handled += 1
                 ack = item[2]
-                if ack is not None and inline:
-                    # On the loop thread: stored (QoS 2) and written with this read's output.
-                    self._engine.acknowledge(ack)
-                elif ack is not None and ack.qos == 2 and self._durable_incoming:
+                if ack is None:
+                    continue
+                if inline:
+                    # On the loop thread, called by the engine: stored (QoS 2) at once, and
+                    # written with the rest of this read's output.
+                    acknowledge(ack)
+                elif ack.qos == 2 and self._durable_incoming:
                     # The packet id goes into the durable store before the next listener runs
                     # (as in the asyncio front): a crash then delivers again at most the one
                     # message whose listener it interrupted, not every message handled while
@@ -744,14 +441,12 @@ class Client(EventEmitter):
                     submit(_acknowledge_and_set, acknowledge, ack, stored)
                     if not stored.wait(30):
                         log.warning("the loop thread took over 30 s to store a QoS 2 receipt")
-                elif ack is not None:
+                else:
                     # Acknowledged as soon as its listeners have returned, not at the end of the
                     # batch: the broker refills its window while the rest are handled.
                     submit(acknowledge, ack)
-            elif name == "_callback":
-                item[1]._run_callback()
-            elif name == "_replay":
-                self._deliver_held(item[1])
+            elif name == CALL:
+                item[1]()
             else:
                 emit(name, *item[1:])
 

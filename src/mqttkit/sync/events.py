@@ -12,7 +12,8 @@ Once a listener has been registered for an event, the event behaves as in Node (
 that moment: nobody hears it). Held events are bounded (:data:`MAX_HELD` per event, oldest dropped).
 
 Where held events are delivered is up to the subclass (:meth:`EventEmitter._replay`); the sync
-client delivers them on its dispatch thread, in order with everything else.
+client delivers them on its dispatch thread, in order with everything else. Incoming messages,
+the hot path, have a fast way in of their own (:meth:`EventEmitter._emit_message`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ MAX_HELD = 1000
 _NOT_HELD = frozenset({"packetsend", "packetreceive", "newListener", "removeListener"})
 
 
-def _arity(fn: Callable[..., Any]) -> int | None:
+def arity(fn: Callable[..., Any]) -> int | None:
     """How many positional arguments ``fn`` takes; None if it takes any number."""
     try:
         sig = inspect.signature(fn)
@@ -58,7 +59,7 @@ class _Listener:
     def __init__(self, fn: Callable[..., Any], once: bool) -> None:
         self.fn = fn
         self.once = once
-        self.arity = _arity(fn)
+        self.arity = arity(fn)
 
 
 class EventEmitter:
@@ -192,6 +193,29 @@ class EventEmitter:
                 return False
         return self._call_listeners(event, args)
 
+    def _emit_message(self, topic: str, payload: bytes, packet: Any) -> None:
+        """``emit("message", topic, payload, packet)`` for one incoming message, the hot path:
+        one plain listener (the usual case) is called directly, with as many arguments as it
+        takes; anything else (several listeners, a ``once``, held or no listeners) goes through
+        :meth:`emit`."""
+        entries = self._listeners.get("message")
+        if entries and len(entries) == 1 and "message" not in self._replaying:
+            entry = entries[0]
+            if not entry.once:
+                fn = entry.fn
+                n = entry.arity
+                try:
+                    if n == 2:
+                        fn(topic, payload)
+                    elif n is None or n >= 3:
+                        fn(topic, payload, packet)
+                    else:
+                        fn(*(topic, payload)[:n])
+                except Exception:
+                    log.exception("mqttkit: listener %r for event 'message' raised", fn)
+                return
+        self.emit("message", topic, payload, packet)
+
     def _call_listeners(self, event: str, args: tuple[Any, ...]) -> bool:
         entries = self._listeners.get(event, ())
         for entry in entries:
@@ -201,12 +225,12 @@ class EventEmitter:
                     if entry not in current:
                         continue  # another thread ran it already
                     self._listeners[event] = tuple(e for e in current if e is not entry)
-            arity = entry.arity
+            n = entry.arity
             try:
-                if arity is None or arity >= len(args):
+                if n is None or n >= len(args):
                     entry.fn(*args)
                 else:
-                    entry.fn(*args[:arity])
+                    entry.fn(*args[:n])
             except Exception:
                 log.exception("mqttkit: listener %r for event %r raised", entry.fn, event)
         return bool(entries)
