@@ -26,11 +26,12 @@ Each :meth:`Client.connect` builds one core client (a :class:`_Connection` here)
 :meth:`Client.close` closes it; a later ``connect`` builds a new one. Callbacks run on that core
 client's dispatch thread, in order, never on the caller's thread and never on the loop thread.
 
-``autoreconnect=1`` turns reconnecting on only once a first CONNACK accepted the connection,
-as the firmware does. The switch happens on the loop thread, in the same step that handles the
-CONNACK (:class:`_LoopHooks`), so a connection lost right after its CONNACK is
-reconnected and a failed first attempt is never retried: a rule, not a race with the dispatch
-thread.
+``autoreconnect=1`` reconnects only once a first CONNACK accepted the connection, as the
+firmware does: the core client is built with ``retry_first_connect=False``, so the engine itself
+stops after a failed first attempt and reconnects a connection lost at any time after its
+CONNACK: a rule, not a race with the dispatch thread. The core client's ``on_stopped`` hook
+records, on the loop thread and before the last events reach the dispatch thread, that the
+engine stopped, so that :meth:`Client.connect` may start anew.
 
 Differences from the firmware are listed in ``docs/nodemcu.md``; the main one: each call's own
 callback fires for that call (the firmware keeps only the last one given).
@@ -205,42 +206,14 @@ def _truncated_length(topic_length: int, qos: int, limit: int) -> int:
     return keep
 
 
-class _LoopHooks:
-    """Wraps the engine's listener of one connection; runs on the loop thread.
-
-    * at the first accepted CONNACK, turns reconnecting on (``autoreconnect=1``), before
-      anything else can happen to that connection;
-    * records that the engine stopped (after a failure, a lost link without reconnect, a
-      refused reconnection or ``close()``), so that :meth:`Client.connect` may start anew.
-    """
-
-    __slots__ = ("_conn", "_inner", "_reconnect_period")
-
-    def __init__(self, inner: Any, conn: _Connection, reconnect_period: float) -> None:
-        self._inner = inner
-        self._conn = conn
-        self._reconnect_period = reconnect_period
-
-    def emit(self, name: str, *args: Any) -> None:
-        if name == "connect" and self._reconnect_period:
-            self._conn.client.options.reconnect_period = self._reconnect_period
-        self._inner.emit(name, *args)
-
-    def message(self, message: Publish, ack: Any) -> None:
-        self._inner.message(message, ack)
-
-    def events_done(self) -> None:
-        self._inner.events_done()
-
-    def stopped(self) -> None:
-        self._conn.engine_stopped = True
-        self._inner.stopped()
-
-
 class _Connection:
     """One ``connect()`` of a :class:`Client`: its core client and where it stands.
 
-    Fields are changed under the owning client's lock.
+    Args:
+        make_client: builds the core client, given the ``on_stopped`` hook to pass it.
+
+    Fields are changed under the owning client's lock (``engine_stopped`` excepted: the loop
+    thread sets it).
     """
 
     __slots__ = (
@@ -258,12 +231,11 @@ class _Connection:
 
     def __init__(
         self,
-        client: _SyncClient,
+        make_client: Callable[[Callable[[], None]], _SyncClient],
         autoreconnect: bool,
         on_connected: Callable[..., Any] | None,
         on_failed: Callable[..., Any] | None,
     ) -> None:
-        self.client = client
         self.autoreconnect = autoreconnect
         self.on_connected = on_connected
         self.on_failed = on_failed
@@ -275,9 +247,15 @@ class _Connection:
         self.closed = False
         #: The connection ended for good (failed first attempt, or lost without autoreconnect).
         self.stopped = False
-        #: The engine stopped (set on the loop thread; see :class:`_LoopHooks`).
+        #: The engine stopped (set on the loop thread: the core client's ``on_stopped``).
         self.engine_stopped = False
         self.close_handle: Handle | None = None
+        self.client = make_client(self._engine_stopped)
+
+    def _engine_stopped(self) -> None:
+        # On the loop thread, before the connection's last events reach the dispatch thread:
+        # a callback there that calls connect() sees this connection over.
+        self.engine_stopped = True
 
     @property
     def busy(self) -> bool:
@@ -476,7 +454,8 @@ class Client:
             "will": self._will,
             "protocol_version": MQTT_3_1_1,
             "connect_timeout": CONNECT_TIMEOUT if connect_timeout is None else connect_timeout,
-            "reconnect_period": 0,  # until the first CONNACK: see _LoopHooks
+            # Never after a failed first attempt: see retry_first_connect below.
+            "reconnect_period": RECONNECT_PERIOD if autoreconnect else 0,
             "cafile": cafile,
             "ssl_context": ssl_context,
             "incoming_store": self.incoming_store,
@@ -491,12 +470,15 @@ class Client:
             # Its DISCONNECT goes out before our CONNECT (same client id: a takeover would
             # make the broker publish the Last Will).
             previous.close_handle.wait(_PREVIOUS_CLOSE_WAIT)
-        client = _SyncClient(**settings)
-        conn = _Connection(client, autoreconnect, on_connected, on_failed)
-        engine = client._engine
-        engine.listener = _LoopHooks(
-            engine.listener, conn, RECONNECT_PERIOD if autoreconnect else 0.0
+        conn = _Connection(
+            lambda on_stopped: _SyncClient(
+                **settings, retry_first_connect=False, on_stopped=on_stopped
+            ),
+            autoreconnect,
+            on_connected,
+            on_failed,
         )
+        client = conn.client
         client.on("connect", lambda _connack: self._on_connect(conn))
         client.on("error", lambda error: self._on_error(conn, error))
         client.on("offline", lambda: self._on_offline(conn))

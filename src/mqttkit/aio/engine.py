@@ -166,6 +166,9 @@ class Engine:
         options: parsed client options.
         listener: receives client events.
         loop: the loop to run on (the running loop by default).
+        retry_first_connect: False: when the very first connection attempt fails, stop (as
+            after a permanent refusal) instead of reconnecting; reconnect (per
+            ``reconnect_period``) only once a CONNACK has accepted a connection.
     """
 
     def __init__(
@@ -173,8 +176,11 @@ class Engine:
         options: ClientOptions,
         listener: Listener,
         loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        retry_first_connect: bool = True,
     ) -> None:
         self.options = options
+        self.retry_first_connect = retry_first_connect
         self.listener = listener
         self.loop = loop or asyncio.get_running_loop()
         self.session = s.ClientSession(options.session_config())
@@ -516,6 +522,9 @@ class Engine:
                 log.warning("not reconnecting: %s", error)
                 break
             if self.options.reconnect_period <= 0 or self._stop_reconnecting:
+                break
+            if not (self._ever_connected or self.retry_first_connect):
+                log.debug("not reconnecting: the first connection attempt failed (%s)", error)
                 break
             delay = backoff_delay(
                 attempt, self.options.reconnect_period, self.options.reconnect_max, self.rng

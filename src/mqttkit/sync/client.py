@@ -74,6 +74,15 @@ class Client(EventEmitter):
         url: the broker URL (``mqtt://host:port``, ``mqtts://``, ``unix://``).
         **kwargs: any :class:`~mqttkit.options.ClientOptions` field, in seconds.
 
+        retry_first_connect: False: if the very first connection attempt fails, stop there
+            instead of reconnecting (reconnect only once a CONNACK has accepted a connection).
+        on_stopped: called when the client stops (closed, or stopped for good), on the loop
+            thread, before the last events go to the dispatch thread: it must return quickly
+            and must not wait on the client.
+
+    ``retry_first_connect`` and ``on_stopped`` are for fronts built on this client (the
+    NodeMCU module).
+
     Raises:
         UnknownOptionError: an option that does not exist (named in the message).
         InvalidOptionError: a bad value.
@@ -88,6 +97,8 @@ class Client(EventEmitter):
         options: Mapping[str, Any] | None = None,
         *,
         url: str | None = None,
+        retry_first_connect: bool = True,
+        on_stopped: Callable[[], None] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -104,8 +115,11 @@ class Client(EventEmitter):
             self._process,
             inline=self._inline,
             max_buffered=self.options.max_buffered,
+            on_stopped=on_stopped,
         )
-        self._engine = Engine(self.options, self._loop_listener, loop)
+        self._engine = Engine(
+            self.options, self._loop_listener, loop, retry_first_connect=retry_first_connect
+        )
         self._commands = Commands(loop, self._engine.run_batch)
         self._submit = self._commands.submit  # bound once: publish() is the hot path
         self._engine_publish = self._engine.publish

@@ -125,6 +125,8 @@ class LoopListener:
         inline: ``dispatch="inline"``: every event is processed as the engine reports it.
         max_buffered: incoming QoS 0 messages waiting for the application beyond which new
             ones are dropped (``dropped`` event).
+        on_stopped: called (on the loop thread) when the engine stops, before the last batch
+            is shipped.
     """
 
     __slots__ = (
@@ -134,6 +136,7 @@ class LoopListener:
         "_inline",
         "_loop",
         "_max_buffered",
+        "_on_stopped",
         "_process",
         "_scheduled",
         "handled",
@@ -148,12 +151,14 @@ class LoopListener:
         *,
         inline: bool,
         max_buffered: int,
+        on_stopped: Callable[[], None] | None = None,
     ) -> None:
         self._loop = loop
         self._dispatcher = dispatcher
         self._process = process
         self._inline = inline
         self._max_buffered = max_buffered
+        self._on_stopped = on_stopped
         self._batch: list[tuple[Any, ...]] = []
         self._scheduled = False
         #: Messages handed over for processing (written by the loop thread only).
@@ -201,6 +206,8 @@ class LoopListener:
 
     def stopped(self) -> None:
         """The engine stopped: ship what is left, and let the dispatch thread end."""
+        if self._on_stopped is not None:
+            self._on_stopped()
         self._ship()
         self._dispatcher.stop()
 
