@@ -496,8 +496,8 @@ def test_closing_ends_every_waiting_loop(mosquitto: MosquittoBroker) -> None:
         try:
             tasks = [asyncio.create_task(collect(client)) for _ in range(3)]
             await client.subscribe("multi/none")  # a round trip: every loop waits by now
-            assert client._waiters is not None
-            assert len(client._waiters) == 3
+            assert client._inbox.waiters is not None
+            assert len(client._inbox.waiters) == 3
             await client.close()
             return await asyncio.wait_for(asyncio.gather(*tasks), 5)
         finally:
@@ -560,15 +560,15 @@ def test_a_loop_cancelled_once_woken_passes_its_message_on(mosquitto: MosquittoB
             first = asyncio.create_task(anext(client.messages()))
             second = asyncio.create_task(anext(client.messages()))
             await client.subscribe("multi/woken")  # a round trip: both loops wait by now
-            assert client._waiters is not None
-            assert len(client._waiters) == 2
-            client.message(Publish("multi/woken", b"one"), None)  # wakes `first`...
+            assert client._inbox.waiters is not None
+            assert len(client._inbox.waiters) == 2
+            client._inbox.message(Publish("multi/woken", b"one"), None)  # wakes `first`...
             first.cancel()  # ...cancelled before it runs
             assert (await asyncio.wait_for(second, 5)).payload == b"one"
             with pytest.raises(asyncio.CancelledError):
                 await first
-            assert client._messages is not None
-            assert not client._messages
+            assert client._inbox.messages is not None
+            assert not client._inbox.messages
 
     run(main())
 

@@ -2,9 +2,11 @@
 ``async for message in c.messages()``.
 
 A thin front over :class:`~mqttkit.aio.engine.Engine`: it turns operation tokens into awaitables
-and message events into an async iterator. Incoming QoS 1/2 messages are acknowledged when the
-consumer asks for the next message (or leaves the loop), so the broker only considers a message
-delivered once the application's loop body has run for it.
+and message events into an async iterator. The engine reports to a private listener (``_Inbox``:
+the queue of messages and the consumers waiting on it), not to the public class. Incoming QoS
+1/2 messages are acknowledged when the consumer asks for the next message (or leaves the loop),
+so the broker only considers a message delivered once the application's loop body has run for
+it.
 
 Any number of tasks may iterate ``messages()`` at once; they share one queue. A message event
 appends to the queue and wakes the longest-waiting consumer (one per message); a consumer takes
@@ -47,6 +49,111 @@ class _Token(asyncio.Future[Any]):
             self.set_exception(error)
 
 
+class _Inbox:
+    """The engine's listener for one asyncio client: incoming messages queued for the
+    consumers of ``messages()``, the consumers waiting for one, and the wait for CONNACK."""
+
+    __slots__ = ("connect_waiter", "dropped", "ended", "max_buffered", "messages", "waiters")
+
+    def __init__(self, max_buffered: int) -> None:
+        self.max_buffered = max_buffered
+        #: Messages not taken by a consumer yet, with their acknowledgement; made on first use.
+        self.messages: deque[tuple[Publish, s.Ack | None]] | None = None
+        #: Consumers waiting for a message, longest-waiting first; made on first use.
+        self.waiters: deque[asyncio.Future[None]] | None = None
+        #: Set while connect() waits for the first CONNACK.
+        self.connect_waiter: asyncio.Future[ConnAck] | None = None
+        #: Incoming QoS 0 messages dropped because the consumer was ``max_buffered`` behind.
+        self.dropped = 0
+        #: The client ended (closed, or stopped): consumers drain the queue and leave.
+        self.ended = False
+
+    # -- the engine's Listener protocol ---------------------------------------------------------
+
+    def message(self, message: Publish, ack: s.Ack | None) -> None:
+        """An incoming message: per message, so no detour through emit()."""
+        messages = self.messages
+        if messages is None:
+            messages = self.messages = deque()
+        if ack is None and len(messages) >= self.max_buffered:
+            self._drop_qos0(len(messages))
+            return
+        messages.append((message, ack))
+        if self.waiters:
+            self.wake_one()
+
+    def emit(self, name: str, *args: Any) -> None:
+        """A client event."""
+        if name == "message":
+            self.message(args[0], args[1])
+        elif name == "connect":
+            waiter = self.connect_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(args[0])
+        elif name == "error":
+            waiter = self.connect_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(args[0])
+            else:
+                log.warning("mqttkit: %s", args[0])
+        elif name == "end":
+            self.ended = True
+            self._wake_consumers()
+
+    def events_done(self) -> None:
+        """The end of a batch of engine events: nothing to do, delivery is direct."""
+
+    def stopped(self) -> None:
+        """The engine stopped."""
+        self.ended = True
+        self._wake_consumers()
+        waiter = self.connect_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ClientClosedError("the client stopped before it connected"))
+
+    # -- consumers ------------------------------------------------------------------------------
+
+    def wake_one(self) -> None:
+        """Wake the longest-waiting consumer still waiting, for one message (a cancelled one's
+        future is done already; it removes itself when it runs)."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def abandon_wait(self, waiter: asyncio.Future[None]) -> None:
+        """A consumer was cancelled while it waited for a message."""
+        if waiter.done() and not waiter.cancelled():
+            # Woken for a message but cancelled before it ran: pass the wake-up on, or that
+            # message would wait in the queue for the next one to arrive.
+            if self.messages:
+                self.wake_one()
+        elif self.waiters is not None and waiter in self.waiters:
+            self.waiters.remove(waiter)
+
+    def _drop_qos0(self, waiting: int) -> None:
+        # QoS 0 and the consumer is max_buffered behind: drop it (QoS 1/2 wait, never
+        # acknowledged until consumed, so the broker holds the rest).
+        self.dropped += 1
+        if self.dropped % 10_000 == 1:
+            log.warning(
+                "dropping incoming QoS 0 messages: %d wait for the consumer (max_buffered); "
+                "%d dropped so far",
+                waiting,
+                self.dropped,
+            )
+
+    def _wake_consumers(self) -> None:
+        # The end: every waiting consumer drains what is queued, then leaves its loop.
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+
 class Client:
     """An MQTT client for asyncio.
 
@@ -71,87 +178,7 @@ class Client:
         self.options: ClientOptions = parse_options(url, options, **kwargs)
         self._engine: Engine | None = None
         self._written: _Token | None = None  # the completed future of QoS 0 sent at once
-        self._messages: deque[tuple[Publish, s.Ack | None]] | None = None  # made on first use
-        # Consumers waiting for a message, longest-waiting first; made on first use.
-        self._waiters: deque[asyncio.Future[None]] | None = None
-        self._connect_waiter: asyncio.Future[ConnAck] | None = None
-        #: Incoming QoS 0 messages dropped because the consumer was ``max_buffered`` behind.
-        self.dropped = 0
-        self._max_buffered = self.options.max_buffered
-        self._ended = False
-
-    # -- Listener protocol (called by the engine) -------------------------------------------------
-
-    def message(self, message: Publish, ack: s.Ack | None) -> None:
-        """Engine message sink (internal): per message, so no detour through emit()."""
-        messages = self._messages
-        if messages is None:
-            messages = self._messages = deque()
-        if ack is None and len(messages) >= self._max_buffered:
-            self._drop_qos0(len(messages))
-            return
-        messages.append((message, ack))
-        if self._waiters:
-            self._wake_one()
-
-    def _wake_one(self) -> None:
-        # One message, one wake-up: the longest-waiting consumer still waiting (a cancelled
-        # one's future is done already; it removes itself when it runs).
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    def _drop_qos0(self, waiting: int) -> None:
-        # QoS 0 and the consumer is max_buffered behind: drop it (QoS 1/2 wait, never
-        # acknowledged until consumed, so the broker holds the rest).
-        self.dropped += 1
-        if self.dropped % 10_000 == 1:
-            log.warning(
-                "dropping incoming QoS 0 messages: %d wait for the consumer (max_buffered); "
-                "%d dropped so far",
-                waiting,
-                self.dropped,
-            )
-
-    def emit(self, name: str, *args: Any) -> None:
-        """Engine event sink (internal)."""
-        if name == "message":
-            self.message(args[0], args[1])
-        elif name == "connect":
-            waiter = self._connect_waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(args[0])
-        elif name == "error":
-            waiter = self._connect_waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(args[0])
-            else:
-                log.warning("mqttkit: %s", args[0])
-        elif name == "end":
-            self._ended = True
-            self._wake_consumers()
-
-    def events_done(self) -> None:
-        """End of a batch of engine events (internal): nothing to do, delivery is direct."""
-
-    def stopped(self) -> None:
-        """Engine stopped (internal)."""
-        self._ended = True
-        self._wake_consumers()
-        waiter = self._connect_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ClientClosedError("the client stopped before it connected"))
-
-    def _wake_consumers(self) -> None:
-        # The end: every waiting consumer drains what is queued, then leaves its loop.
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        self._inbox = _Inbox(self.options.max_buffered)
 
     # -- public API -------------------------------------------------------------------------------
 
@@ -159,6 +186,11 @@ class Client:
     def connected(self) -> bool:
         """True while connected to the broker."""
         return self._engine is not None and self._engine.connected
+
+    @property
+    def dropped(self) -> int:
+        """Incoming QoS 0 messages dropped because the consumer was ``max_buffered`` behind."""
+        return self._inbox.dropped
 
     @property
     def client_id(self) -> str:
@@ -183,23 +215,25 @@ class Client:
         """
         loop = asyncio.get_running_loop()
         if self._engine is None:
-            self._engine = Engine(self.options, self, loop)
+            self._engine = Engine(self.options, self._inbox, loop)
         elif self._engine.loop is not loop:
             raise RuntimeError("this client belongs to another event loop")
         engine = self._engine
         if engine.connected:
             assert engine.session.connack is not None
             return engine.session.connack
-        self._ended = False
-        self._connect_waiter = loop.create_future()
+        inbox = self._inbox
+        inbox.ended = False
+        waiter: asyncio.Future[ConnAck] = loop.create_future()
+        inbox.connect_waiter = waiter
         engine.start()
         try:
-            return await self._connect_waiter
+            return await waiter
         except BaseException:
             await self.close(force=True)
             raise
         finally:
-            self._connect_waiter = None
+            inbox.connect_waiter = None
 
     async def close(self, force: bool = False) -> None:
         """Close: wait (up to ``close_timeout``) for outstanding acknowledgements, send
@@ -351,42 +385,33 @@ class Client:
         broker in arrival order: one held by a slow loop body holds back those after it.
         """
         engine = self._require_engine()
+        inbox = self._inbox
         pending_ack: s.Ack | None = None
         try:
             while True:
                 if pending_ack is not None:
                     engine.acknowledge(pending_ack)
                     pending_ack = None
-                while not self._messages:
-                    if self._messages is None:
-                        self._messages = deque()
-                    if self._ended:
+                while not inbox.messages:
+                    if inbox.messages is None:
+                        inbox.messages = deque()
+                    if inbox.ended:
                         return
-                    waiters = self._waiters
+                    waiters = inbox.waiters
                     if waiters is None:
-                        waiters = self._waiters = deque()
+                        waiters = inbox.waiters = deque()
                     waiter = engine.loop.create_future()
                     waiters.append(waiter)
                     try:
                         await waiter
                     except BaseException:
-                        self._abandon_wait(waiter)
+                        inbox.abandon_wait(waiter)
                         raise
-                message, pending_ack = self._messages.popleft()
+                message, pending_ack = inbox.messages.popleft()
                 yield message
         finally:
             if pending_ack is not None and self._engine is not None:
                 self._engine.acknowledge(pending_ack)
-
-    def _abandon_wait(self, waiter: asyncio.Future[None]) -> None:
-        # A consumer cancelled while it waited for a message.
-        if waiter.done() and not waiter.cancelled():
-            # Woken for a message but cancelled before it ran: pass the wake-up on, or that
-            # message would wait in the queue for the next one to arrive.
-            if self._messages:
-                self._wake_one()
-        elif self._waiters is not None and waiter in self._waiters:
-            self._waiters.remove(waiter)
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
