@@ -51,7 +51,7 @@ from .protocol import session as s
 from .protocol.codec import encode_varint
 from .protocol.errors import (
     ConnectionLostError,
-    ConnectionRefusedError,
+    ConnectRefusedError,
     ConnectTimeoutError,
     HostNotFoundError,
     InvalidArgumentError,
@@ -145,7 +145,7 @@ def reason_for(error: BaseException) -> int:
     connection, they are :data:`CONN_FAIL_SERVER_NOT_FOUND`, with the precise cause in
     :attr:`Client.error`.
     """
-    if isinstance(error, ConnectionRefusedError):
+    if isinstance(error, ConnectRefusedError):
         return error.reason_code
     if isinstance(error, HostNotFoundError):
         return CONN_FAIL_DNS

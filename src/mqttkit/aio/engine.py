@@ -40,7 +40,7 @@ from ..protocol import session as s
 from ..protocol.errors import (
     ClientClosedError,
     ConnectionLostError,
-    ConnectionRefusedError,
+    ConnectRefusedError,
     ConnectTimeoutError,
     InvalidOptionError,
     MQTTConnectionError,
@@ -540,7 +540,7 @@ class Engine:
         """With protocol_fallback: the server refused MQTT 5, so speak 3.1.1 from now on."""
         if not self.options.protocol_fallback or self.session.config.protocol_level != MQTT_5:
             return False
-        refused = isinstance(error, ConnectionRefusedError) and error.unsupported_version
+        refused = isinstance(error, ConnectRefusedError) and error.unsupported_version
         closed = self._closed_before_connack and not self._ever_connected
         if not (refused or closed):
             return False
