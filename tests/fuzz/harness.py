@@ -75,7 +75,7 @@ from typing import Any, Final
 from hypothesis import strategies as st
 
 from mqttkit.protocol import codec
-from mqttkit.protocol import outgoing as outgoing_module
+from mqttkit.protocol import flows as flows_module
 from mqttkit.protocol import session as session_module
 from mqttkit.protocol.errors import (
     ConnectionRefusedError,
@@ -233,11 +233,11 @@ _SUBS: Final = (Subscription("in/#", 1), Subscription("in/+/x", 2))
 _UNSUBS: Final = ("in/#",)
 _OUR_TOPICS: Final = frozenset({"out/0", "out/1", "out/2"})
 
-# The session's private entry kinds and states (see outgoing.py), for reading its books.
-_PUBLISH: Final = outgoing_module._PUBLISH
-_SUBSCRIBE: Final = outgoing_module._SUBSCRIBE
-_SENT: Final = outgoing_module._SENT
-_RELEASED: Final = outgoing_module._RELEASED
+# The session's private entry kinds and states (see flows.py), for reading its books.
+_PUBLISH: Final = flows_module._PUBLISH
+_SUBSCRIBE: Final = flows_module._SUBSCRIBE
+_SENT: Final = flows_module._SENT
+_RELEASED: Final = flows_module._RELEASED
 
 #: Every event type the session documents: the Event subclasses it exports.
 DOCUMENTED_EVENTS: Final = frozenset(
@@ -542,7 +542,10 @@ def build_start(level: int, start: str) -> _Start:
             # A new process on the same stores: the application's acks died with the old one.
             sc.session = ClientSession(sc.config)
             sc.take_acks()
-            for entry in [*sc.session._queue, *sc.session._inflight.values()]:
+            for entry in [
+                *sc.session._outgoing._queue,
+                *sc.session._outgoing._flows._inflight.values(),
+            ]:
                 entry.token = f"restored-{entry.seq}"
         sc.connect(session_present=None if start == "reconnecting" else True)
     else:
@@ -557,9 +560,16 @@ def context_ids(level: int, start: str) -> tuple[int, ...]:
     """Packet ids worth aiming at in ``start``: those in flight either way, the next ones the
     session will allocate, and the edges 1 and 65,535."""
     s = build_start(level, start).session
-    ids = {1, 2, 65_535, *s._inflight, *s._requests, *s._received_qos2}
-    ids.update(a.packet_id for a in s._acks)
-    n = s._next_id
+    ids = {
+        1,
+        2,
+        65_535,
+        *s._outgoing._flows._inflight,
+        *s._outgoing._flows._requests,
+        *s._incoming._received_qos2,
+    }
+    ids.update(a.packet_id for a in s._incoming._acks)
+    n = s._outgoing._flows._next_id
     ids.update({n, n % 65_535 + 1, (n + 1) % 65_535 + 1})
     return tuple(sorted(ids))
 
@@ -928,7 +938,7 @@ def _stored_id(value: bytes) -> int:
 
 def _books(s: ClientSession) -> tuple[list[Any], dict[int, Any], dict[int, Any]]:
     # The session's private bookkeeping: queue, in-flight PUBLISH, pending SUBSCRIBE/UNSUBSCRIBE.
-    return list(s._queue), s._inflight, s._requests
+    return list(s._outgoing._queue), s._outgoing._flows._inflight, s._outgoing._flows._requests
 
 
 class _Run:
@@ -955,13 +965,13 @@ class _Run:
         #: Incoming QoS 2 flows open, by packet id: "delivered", "acked" (by the application)
         #: or "recd" (the session holds it as received: the application's ack reached it, in
         #: order, or PUBREC went out); closed by our PUBCOMP while "recd".
-        self.qos2: dict[int, str] = dict.fromkeys(s._received_qos2, "recd")
+        self.qos2: dict[int, str] = dict.fromkeys(s._incoming._received_qos2, "recd")
         for ack in self.pending_acks:
             if ack.qos == 2:
                 self.qos2[ack.packet_id] = "delivered"
         #: PUBACKs the session may write: the application acknowledged these QoS 1 ids.
         self.puback_credit: Counter[int] = Counter()
-        self.generation = s._generation
+        self.generation = s._incoming._generation
         self.closed = False
         self.connected_now = s.state is State.CONNECTED
         self.ops = 0
@@ -1022,7 +1032,7 @@ class _Run:
             list(requests),
             list(s.config.outgoing_store.iterate()),
             list(s.config.incoming_store.iterate()),
-            len(s._acks),
+            len(s._incoming._acks),
         )
 
     def _advance(self, dt: float) -> None:
@@ -1063,7 +1073,7 @@ class _Run:
             return
         s = self.s
         for ack in reversed(acks) if reverse else acks:
-            if not ack.done and ack.generation == s._generation:
+            if not ack.done and ack.generation == s._incoming._generation:
                 if ack.qos == 1:
                     self.puback_credit[ack.packet_id] += 1
                 elif self.qos2.get(ack.packet_id) == "delivered":
@@ -1098,22 +1108,22 @@ class _Run:
             if not qos and self.ops % 2:
                 # The drivers' fast path first: it may only take a message that can go now,
                 # behind nothing (the order of QoS 0 messages must not change).
-                queued_before, pending_before = len(s._queue), s.pending
-                out_before = len(s._out)
+                queued_before, pending_before = len(s._outgoing._queue), s.pending
+                out_before = len(s._output.data)
                 try:
                     sent_now = s.publish_now(request, now)
                 except Exception as exc:
                     raise self._fail(f"publish_now raised {exc!r}") from exc
                 if sent_now:
-                    if s.state is not State.CONNECTED or queued_before or not s._writable:
+                    if s.state is not State.CONNECTED or queued_before or not s._outgoing._writable:
                         raise self._fail("publish_now sent a message that could not go now")
-                    if len(s._out) != out_before + 1 or s.pending != pending_before:
+                    if len(s._output.data) != out_before + 1 or s.pending != pending_before:
                         raise self._fail("publish_now did not put exactly its message out")
                     self.outstanding.discard(token)
                     self.outcome.completed += 1
                     self._collect("app")
                     return
-                if len(s._out) != out_before or s.pending != pending_before:
+                if len(s._output.data) != out_before or s.pending != pending_before:
                     raise self._fail("publish_now declined but changed the session")
             try:
                 s.publish(request, now, token)
@@ -1163,7 +1173,7 @@ class _Run:
                 self.limits = event.connack.properties if self.v5 else NO_PROPERTIES
         self._check_output(packets)
         completions = self._check_events(events, packets, what)
-        if s._generation != self.generation:
+        if s._incoming._generation != self.generation:
             raise self._fail("the incoming session restarted without a Connected event")
         if s.pending < pending_before - completions:
             raise self._fail(
@@ -1277,9 +1287,9 @@ class _Run:
                     raise self._fail(f"{event!r} while connected or for a refusal")
                 self.connected_now = True
                 self.outcome.connected = True
-                if s._generation != self.generation:
+                if s._incoming._generation != self.generation:
                     # A new broker session (no Session Present): incoming flows start over.
-                    self.generation = s._generation
+                    self.generation = s._incoming._generation
                     self.qos2 = {}
                     self.puback_credit.clear()
             elif isinstance(event, ConnectionRefused):
@@ -1429,7 +1439,7 @@ class _Run:
             lost = sorted(map(str, self.outstanding - set(named)))
             extra = sorted(map(str, set(named) - self.outstanding))
             raise self._fail(f"books and operations differ: lost {lost}, unexpected {extra}")
-        if s._qos2_inflight != sum(1 for e in inflight.values() if e.qos == 2):
+        if s._outgoing._flows._qos2_inflight != sum(1 for e in inflight.values() if e.qos == 2):
             raise self._fail("the QoS 2 in-flight count is off")
         # Outgoing store == unfinished QoS 1/2 PUBLISH, each in its current wire form.
         stored = dict(s.config.outgoing_store.iterate())
@@ -1450,22 +1460,24 @@ class _Run:
                 raise self._fail(f"stored form of in-flight id {pid} is {value.hex()}")
         # Incoming store == QoS 2 ids the application acknowledged and PUBREL did not release.
         incoming = {key for key, _ in s.config.incoming_store.iterate()}
-        released = set(s._received_qos2)
-        released.update(a.packet_id for a in s._acks if a.done and a.qos == 2)
+        released = set(s._incoming._received_qos2)
+        released.update(a.packet_id for a in s._incoming._acks if a.done and a.qos == 2)
         if incoming != released:
             raise self._fail(
                 f"incoming store {sorted(incoming)} != acknowledged {sorted(released)}"
             )
-        if set(s._ack_by_id) != {a.packet_id for a in s._acks} or len(s._acks) != len(s._ack_by_id):
+        if set(s._incoming._ack_by_id) != {a.packet_id for a in s._incoming._acks} or len(
+            s._incoming._acks
+        ) != len(s._incoming._ack_by_id):
             raise self._fail("the Ack queue and its index differ")
-        for pid in s._received_qos2:
+        for pid in s._incoming._received_qos2:
             if self.qos2.get(pid) not in ("acked", "recd"):
                 raise self._fail(f"QoS 2 id {pid} received but not acknowledged by the application")
             # Held as received, PUBREC written or not (the ack may have come while offline): a
             # PUBREL now releases it, and the id may then carry a new message.
             self.qos2[pid] = "recd"
         for pid, state in self.qos2.items():
-            if state == "recd" and pid not in s._received_qos2:
+            if state == "recd" and pid not in s._incoming._received_qos2:
                 raise self._fail(f"QoS 2 id {pid} left the received set without PUBCOMP")
 
     # -- the drain: a good broker finishes everything ---------------------------------------------
@@ -1503,7 +1515,7 @@ class _Run:
                 self._call("pump", s.pump, self.now)
             out += self._collect("drain")
             replies = [r for p in out for r in self._reply(p)]
-            for pid in sorted(s._received_qos2 - released):
+            for pid in sorted(s._incoming._received_qos2 - released):
                 released.add(pid)
                 replies.append(PubRel(pid))
         else:

@@ -15,6 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mqttkit.protocol.flows import Flows
+from mqttkit.protocol.incoming import Incoming
 from mqttkit.protocol.packets import MQTT_5, Publish
 from mqttkit.protocol.session import ClientSession
 
@@ -128,27 +130,27 @@ def test_catches_receive_data_raising(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_catches_a_qos2_message_delivered_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     # Forget the application's acknowledgement: the resent PUBLISH is delivered again.
-    monkeypatch.setattr(ClientSession, "_on_publish", forgetful_on_publish)
+    monkeypatch.setattr(Incoming, "receive", forgetful_on_publish)
     publish = spec("publish", a=5, b=0, c=0)  # QoS 2 (5 % 3) with DUP (bit 2), packet id 1
     data = render_stream(4, "idle", [publish, publish])
     with pytest.raises(InvariantViolation, match="delivered twice"):
         run_case(FuzzCase(4, "idle", data, ack_policy="never"))
 
 
-_original_on_publish = ClientSession._on_publish
+_original_on_publish = Incoming.receive
 
 
-def forgetful_on_publish(self: ClientSession, packet: Publish, now: float) -> None:
+def forgetful_on_publish(self: Incoming, packet: Publish, now: float) -> None:
     self._ack_by_id.pop(packet.packet_id or 0, None)
     _original_on_publish(self, packet, now)
 
 
 def test_catches_a_lost_outgoing_message(monkeypatch: pytest.MonkeyPatch) -> None:
     # Drop the flow on PUBACK without telling the application.
-    def losing_puback(self: ClientSession, packet_id: int, reason_code: int, now: float) -> None:
+    def losing_puback(self: Flows, packet_id: int, reason_code: int, now: float) -> None:
         self._inflight.pop(packet_id, None)
 
-    monkeypatch.setattr(ClientSession, "_puback", losing_puback)
+    monkeypatch.setattr(Flows, "puback", losing_puback)
     data = render_stream(4, "outgoing", [spec("puback", a=1)])  # id 2: a QoS 1 in flight
     with pytest.raises(InvariantViolation, match=r"pending dropped|books|outgoing store"):
         run_case(FuzzCase(4, "outgoing", data))
@@ -156,10 +158,10 @@ def test_catches_a_lost_outgoing_message(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_catches_a_store_out_of_step(monkeypatch: pytest.MonkeyPatch) -> None:
     # Complete QoS 1 flows but leave them in the outgoing store.
-    def keeping_store(self: ClientSession, key: int) -> None:
+    def keeping_store(self: Flows, key: int) -> None:
         pass
 
-    monkeypatch.setattr(ClientSession, "_store_delete", keeping_store)
+    monkeypatch.setattr(Flows, "store_delete", keeping_store)
     data = render_stream(5, "outgoing", [spec("puback", a=1)])
     with pytest.raises(InvariantViolation, match="outgoing store"):
         run_case(FuzzCase(5, "outgoing", data))

@@ -815,6 +815,9 @@ class _Reader:
                 return value
         raise MalformedPacketError("Variable Byte Integer longer than four bytes")
 
+    def rest(self) -> bytes:
+        return self._take(self.left())
+
     def binary(self) -> bytes:
         return self._take(self.u16())
 
@@ -1121,7 +1124,7 @@ def _dec_subscribe(r: _Reader, level: int) -> Subscribe:
 def _dec_suback(r: _Reader, level: int) -> SubAck:
     packet_id = _packet_id(r)
     props = r.properties(_SA) if level == MQTT_5 else NO_PROPERTIES
-    codes = tuple(_check_reason(c, _SA, level) for c in r._take(r.left()))
+    codes = tuple(_check_reason(c, _SA, level) for c in r.rest())
     if not codes:
         raise MalformedPacketError("SUBACK without a return code")
     return SubAck(packet_id, codes, props)
@@ -1143,7 +1146,7 @@ def _dec_unsuback(r: _Reader, level: int) -> UnsubAck:
     if level != MQTT_5:
         return UnsubAck(packet_id)
     props = r.properties(_UA)
-    codes = tuple(_check_reason(c, _UA, level) for c in r._take(r.left()))
+    codes = tuple(_check_reason(c, _UA, level) for c in r.rest())
     if not codes:
         raise MalformedPacketError("UNSUBACK without a reason code")
     return UnsubAck(packet_id, codes, props)

@@ -1,18 +1,22 @@
-"""The events a :class:`~mqttkit.protocol.session.ClientSession` hands to its driver.
+"""What a :class:`~mqttkit.protocol.session.ClientSession` hands to its driver.
 
 This module owns the event classes (what :meth:`ClientSession.events_received` returns),
-:class:`Ack` (the pending acknowledgement of one incoming message) and :class:`PublishResult`
-(what a publish resolves to). They are plain records: no behaviour, no wire bytes, no I/O.
-The session and its parts create them; drivers and fronts only read them.
+:class:`Ack` (the pending acknowledgement of one incoming message), :class:`PublishResult`
+(what a publish resolves to) and :class:`Output`, where the session and its two parts put the
+bytes and events the driver takes next. They are plain records: no protocol decisions, no wire
+bytes, no I/O. The session and its parts create them; drivers and fronts only read them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConnectRefusedError, MQTTError
 from .packets import Auth, ConnAck, Disconnect, Packet, Publish, Subscription
+
+if TYPE_CHECKING:
+    from .config import SessionConfig
 
 __all__ = [
     "Ack",
@@ -172,3 +176,38 @@ class Ack:
 
     def __repr__(self) -> str:
         return f"<Ack packet_id={self.packet_id} qos={self.qos} done={self.done}>"
+
+
+class Output:
+    """What the session and its parts have for the driver: the bytes to write (``data``, of
+    which ``size`` bytes are PUBLISH) and the ``events``, with when the last bytes were queued
+    (``last_sent``, for keepalive) and whether the connection is accepted (``connected``:
+    PUBLISH, SUBSCRIBE, UNSUBSCRIBE and acknowledgements may be written).
+
+    One object shared by the session and its parts, so the hot paths append to it directly;
+    :meth:`ClientSession.data_to_send` and :meth:`ClientSession.events_received` take its
+    lists and leave new ones.
+    """
+
+    __slots__ = ("_config", "connected", "data", "events", "last_sent", "size")
+
+    def __init__(self, config: SessionConfig) -> None:
+        self._config = config
+        self.data: list[bytes] = []
+        self.size = 0
+        self.events: list[Event] = []
+        self.last_sent = 0.0
+        self.connected = False
+
+    def write(self, data: bytes, now: float, packet: Packet | None = None) -> None:
+        """Queue ``data`` for the wire; with ``trace_packets``, a :class:`PacketSent` for
+        ``packet`` too (pass None where the caller traces by itself)."""
+        self.data.append(data)
+        self.last_sent = now
+        if packet is not None and self._config.trace_packets:
+            self.events.append(PacketSent(packet))
+
+    def clear(self) -> None:
+        """Drop the bytes not taken yet (the connection they were for is gone)."""
+        self.data = []
+        self.size = 0
