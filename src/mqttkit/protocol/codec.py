@@ -165,8 +165,8 @@ _PROPERTY_IDS: Final = {name: pid for pid, (name, _, _) in PROPERTIES.items()}
 #: too: "It is a Protocol Error to include Maximum QoS more than once, or to have a value other
 #: than 0 or 1" (section 3.2.2.3.4).
 _BOOLEAN_PROPERTIES: Final = frozenset({0x01, 0x17, 0x19, 0x24, 0x25, 0x28, 0x29, 0x2A})
-#: Properties for which 0 is a protocol error: receive maximum [MQTT-3.2.2-?], maximum packet
-#: size, topic alias, subscription identifier.
+#: Properties for which 0 is a protocol error: receive maximum (MQTT 5.0 sections 3.1.2.11.3,
+#: 3.2.2.3.3), maximum packet size, topic alias [MQTT-3.3.2-8], subscription identifier.
 _NONZERO_PROPERTIES: Final = frozenset({0x0B, 0x21, 0x23, 0x27})
 
 #: MQTT 5 reason codes each packet may carry (sections 3.x.2.1).
@@ -186,7 +186,9 @@ REASON_CODES: Final[dict[int, frozenset[int]]] = {
     _AU: frozenset({0x00, 0x18, 0x19}),
 }
 # fmt: on
-#: MQTT 3.1 / 3.1.1: CONNACK return codes 0-5 [MQTT-3.2.2-?]; SUBACK 0, 1, 2 or 0x80.
+#: MQTT 3.1 / 3.1.1: CONNACK return codes 0-5 (MQTT 3.1.1 section 3.2.2.3, Table 3.1: a server
+#: with no code of the table for its answer closes without a CONNACK, 3.1.1's [MQTT-3.2.2-6]);
+#: SUBACK 0, 1, 2 or 0x80.
 REASON_CODES_V3: Final[dict[int, frozenset[int]]] = {
     _CA: frozenset(range(6)),
     _SA: frozenset({0x00, 0x01, 0x02, 0x80}),
@@ -867,7 +869,7 @@ class _Reader:
             if pid in _NONZERO_PROPERTIES and value == 0:
                 raise ProtocolError(f"property {name} must not be 0")
             if pid == 0x0B:
-                # Several subscription identifiers may arrive in a PUBLISH [MQTT-3.3.4-?];
+                # Several subscription identifiers may arrive in a PUBLISH [MQTT-3.3.4-4];
                 # a SUBSCRIBE carries at most one.
                 if sids and packet_type != _P:
                     raise ProtocolError("subscription_identifier included more than once")

@@ -300,7 +300,7 @@ class Flows:
         return request.topic_field
 
     def _allocate_id(self) -> int:
-        # [MQTT-2.2.1-?]: a packet identifier is not reused while its flow is unfinished.
+        # [MQTT-2.2.1-3]: a packet identifier is not reused while its flow is unfinished.
         inflight, requests = self._inflight, self._requests
         packet_id = self._next_id
         for _ in range(65_535):
@@ -487,13 +487,13 @@ class Flows:
         if entry is None or entry.qos != 2:
             log.info("PUBREC for packet id %d, which is not in flight", packet_id)
             if reason_code < 0x80:
-                # Let the broker finish its side [MQTT-4.3.3-?]; MQTT 5 says why.
+                # Let the broker finish its side [MQTT-4.3.3-4]; MQTT 5 says why.
                 reason = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND if self._level == MQTT_5 else 0
                 rel = PubRel(packet_id, reason)
                 self._output.write(codec.encode_packet(rel, self._level), now, rel)
             return
         if reason_code >= 0x80:
-            # A failed PUBREC ends the flow [MQTT-4.3.3-?]; the identifier is free again.
+            # A failed PUBREC ends the flow; the identifier is free again (MQTT 5.0, 2.2.1).
             del self._inflight[packet_id]
             self._finish_publish(entry, reason_code)
             self._pump(now)

@@ -118,7 +118,7 @@ class Incoming:
             return
         packet_id: int = packet.packet_id  # type: ignore[assignment]
         if qos == 2 and packet_id in self._received_qos2:
-            # Already delivered; the broker did not get our PUBREC [MQTT-4.3.3-?]: answer again.
+            # Already delivered; the broker did not get our PUBREC [MQTT-4.3.3-10]: answer again.
             self._output.write(
                 codec.encode_pubrec(packet_id),
                 now,

@@ -221,7 +221,7 @@ def prepare_publish(
         # [MQTT-3.3.2-8]: a Topic Alias of 0 is a protocol error; the field is two bytes.
         raise InvalidArgumentError(f"topic_alias must be 1..65535, not {alias!r} [MQTT-3.3.2-8]")
     if isinstance(topic, str) and topic == "" and props.topic_alias is not None:
-        topic_bytes = b""  # an empty topic name with a topic alias [MQTT-3.3.2-?]
+        topic_bytes = b""  # an empty topic name with a topic alias (MQTT 5.0, 3.3.2.1)
     else:
         topic_bytes = validate_topic_name(topic)  # type: ignore[arg-type]
     data = normalize_payload(payload)

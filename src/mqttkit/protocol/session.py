@@ -158,7 +158,7 @@ class State(enum.Enum):
     CLOSING = "closing"
 
 
-# Packets a server may send, by state; anything else is a protocol error. [MQTT-3.1.4-?]: the
+# Packets a server may send, by state; anything else is a protocol error. [MQTT-3.2.0-1]: the
 # first packet from the server is CONNACK (or AUTH during extended authentication).
 _ACCEPTED: Final[dict[State, frozenset[int]]] = {
     State.CONNECTING: frozenset({PacketType.CONNACK, PacketType.AUTH}),
