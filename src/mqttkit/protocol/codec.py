@@ -902,12 +902,15 @@ def decode(data: bytes, protocol_level: int = MQTT_3_1_1) -> Packet:
 
 
 def v3_connack_code(first: int, data: bytes, start: int, end: int) -> int | None:
-    """The return code of an MQTT 3.1.1-shaped CONNACK (two bytes, no properties), else None.
+    """The return code of an MQTT 3.1.1-shaped CONNACK (two bytes, no properties) that refuses
+    the connection, else None.
 
     A server that does not speak MQTT 5 answers its CONNECT this way, with return code 1
     (unacceptable protocol version) [MQTT-3.1.2-2]; decoded as MQTT 5 it would be malformed.
+    One that accepts (return code 0) is no answer to an MQTT 5 CONNECT: None, and the frame is
+    decoded as the malformed MQTT 5 CONNACK it is.
     """
-    if first == 0x20 and end - start == 2:
+    if first == _first_byte(PacketType.CONNACK) and end - start == 2 and data[start + 1]:
         return data[start + 1]
     return None
 
