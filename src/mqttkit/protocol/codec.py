@@ -21,6 +21,8 @@ the pre-encoded parts of a PUBLISH (:data:`PUBLISH_FIRST`, :func:`encode_topic_f
 first-byte tables of the receive fast path (:data:`PUBLISH_FIRST_BYTES`,
 :data:`SHORT_ACK_TYPES`, :func:`short_ack_id`), and the edits the session makes to the stored
 bytes of an outgoing flow (:func:`set_dup`, :func:`set_packet_id`, :func:`decode_stored`).
+The codec keeps no state between calls beyond bounded caches, knows nothing of sessions, flows
+or stores, and does no I/O.
 
 Normative statement ids from the specifications are quoted next to the checks, MQTT 5.0 ids
 unless the check only exists in 3.1.1.

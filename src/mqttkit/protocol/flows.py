@@ -2,11 +2,11 @@
 
 Theory of operation
 -------------------
-An outgoing PUBLISH, SUBSCRIBE or UNSUBSCRIBE is an :class:`_Entry`. When it leaves the queue
+An outgoing PUBLISH, SUBSCRIBE or UNSUBSCRIBE is an :class:`Entry`. When it leaves the queue
 (``outgoing.py``) it gets a packet identifier, never reused while its flow is unfinished and
 wrapping from 65,535 to 1, and :class:`Flows` keeps it until the broker's acknowledgement. A
-QoS 1/2 PUBLISH moves from ``_QUEUED`` to ``_SENT`` (PUBLISH written) and, at QoS 2, to
-``_RELEASED`` (PUBREC came, PUBREL written); its stored form follows it: the PUBLISH (packet
+QoS 1/2 PUBLISH moves from ``Flow.QUEUED`` to ``Flow.SENT`` (PUBLISH written) and, at QoS 2, to
+``Flow.RELEASED`` (PUBREC came, PUBREL written); its stored form follows it: the PUBLISH (packet
 id 0 while queued), then the PUBREL. It is written to the outgoing store before its bytes
 leave, and removed when its flow completes. QoS 1/2 PUBLISH go out only while the in-flight
 window (our ``max_inflight``, MQTT 5: the broker's Receive Maximum) and the QoS 2 window have
@@ -27,6 +27,7 @@ nothing about the connection's state, builds no wire bytes (``codec`` does) and 
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -61,7 +62,7 @@ from .packets import (
 )
 from .requests import PublishRequest, SubscribeRequest, encode_request
 
-__all__ = ["MAX_STRIKES", "STRIKE_WINDOW", "Flows"]
+__all__ = ["MAX_STRIKES", "STRIKE_WINDOW", "Flow", "Flows", "Kind"]
 
 log = logging.getLogger("mqttkit")
 
@@ -73,13 +74,33 @@ MAX_STRIKES: Final = 3
 #: fails does so at any time).
 STRIKE_WINDOW: Final = 2.0
 
-# What an outgoing queue entry is.
-_PUBLISH, _SUBSCRIBE, _UNSUBSCRIBE = 1, 2, 3
-# Where a QoS 1/2 PUBLISH stands.
-_QUEUED, _SENT, _RELEASED = 0, 1, 2
+
+class Kind(enum.IntEnum):
+    """What an outgoing entry is."""
+
+    PUBLISH = 1
+    SUBSCRIBE = 2
+    UNSUBSCRIBE = 3
 
 
-class _Entry:
+class Flow(enum.IntEnum):
+    """Where an outgoing entry stands."""
+
+    QUEUED = 0
+    """In the queue (a stored QoS 1/2 PUBLISH has packet id 0 there)."""
+    SENT = 1
+    """Written: a PUBLISH awaits PUBACK / PUBREC, a SUBSCRIBE its SUBACK..."""
+    RELEASED = 2
+    """QoS 2: PUBREC came and PUBREL was written; it awaits PUBCOMP."""
+
+
+# The members as module constants: a global lookup on the hot paths, not an attribute of the
+# class (measured: IntEnum members compare at int speed).
+_PUBLISH, _SUBSCRIBE, _UNSUBSCRIBE = Kind.PUBLISH, Kind.SUBSCRIBE, Kind.UNSUBSCRIBE
+_QUEUED, _SENT, _RELEASED = Flow.QUEUED, Flow.SENT, Flow.RELEASED
+
+
+class Entry:
     """One outgoing PUBLISH, SUBSCRIBE or UNSUBSCRIBE."""
 
     __slots__ = (
@@ -102,7 +123,7 @@ class _Entry:
     sent_at: float
 
     def __init__(
-        self, kind: int, seq: int, qos: int, request: Any, token: Any, key: int = 0
+        self, kind: Kind, seq: int, qos: int, request: Any, token: Any, key: int = 0
     ) -> None:
         self.kind = kind
         #: The session's order of work (FIFO among publishes, subscribes, unsubscribes).
@@ -113,7 +134,7 @@ class _Entry:
         self.request = request
         self.token = token
         self.packet_id = 0
-        self.state = _QUEUED
+        self.state: Flow = _QUEUED
         self.data = b""
 
 
@@ -208,9 +229,9 @@ class Flows:
         self,
         config: SessionConfig,
         output: Output,
-        queue: deque[_Entry],
+        queue: deque[Entry],
         pump: Callable[[float], None],
-        restored: dict[int, _Entry],
+        restored: dict[int, Entry],
         record_queued: bool,
     ) -> None:
         self._config = config
@@ -220,8 +241,8 @@ class Flows:
         self._restored = restored
         self._record_queued = record_queued
         self._level = config.protocol_level
-        self._inflight: dict[int, _Entry] = {}  # QoS 1/2 PUBLISH by packet id, in send order
-        self._requests: dict[int, _Entry] = {}  # SUBSCRIBE / UNSUBSCRIBE by packet id
+        self._inflight: dict[int, Entry] = {}  # QoS 1/2 PUBLISH by packet id, in send order
+        self._requests: dict[int, Entry] = {}  # SUBSCRIBE / UNSUBSCRIBE by packet id
         self._next_id = 1
         self._qos2_inflight = 0  # QoS 2 entries in _inflight
         # Per-connection values, set by connection_made() and connection_accepted().
@@ -255,11 +276,11 @@ class Flows:
         """SUBSCRIBE / UNSUBSCRIBE sent and not yet acknowledged."""
         return len(self._requests)
 
-    def entries(self) -> list[_Entry]:
+    def entries(self) -> list[Entry]:
         """Every entry in flight: PUBLISH in send order, then SUBSCRIBE / UNSUBSCRIBE."""
         return [*self._inflight.values(), *self._requests.values()]
 
-    def publishes(self) -> list[_Entry]:
+    def publishes(self) -> list[Entry]:
         """The PUBLISH in flight, in send order (released ones in PUBREC order)."""
         return list(self._inflight.values())
 
@@ -282,8 +303,9 @@ class Flows:
 
     # -- sending ----------------------------------------------------------------------------------
 
-    def add(self, entry: _Entry) -> None:
-        """Take ``entry``, a flow loaded from the store in flight (``_SENT`` or ``_RELEASED``)."""
+    def add(self, entry: Entry) -> None:
+        """Take ``entry``, a flow loaded from the store in flight (``Flow.SENT`` or
+        ``Flow.RELEASED``)."""
         self._inflight[entry.packet_id] = entry
         if entry.qos == 2:
             self._qos2_inflight += 1
@@ -310,7 +332,7 @@ class Flows:
             packet_id = packet_id % 65_535 + 1
         raise QueueFullError("all 65,535 packet identifiers are in use")  # pragma: no cover
 
-    def send_publish(self, entry: _Entry, now: float) -> None:
+    def send_publish(self, entry: Entry, now: float) -> None:
         """Write the PUBLISH of ``entry``; at QoS 1/2 it is stored first, then in flight.
 
         Raises:
@@ -362,7 +384,7 @@ class Flows:
         if self._config.trace_packets:
             output.events.append(PacketSent(codec.decode(data, self._level)))
 
-    def send_request(self, entry: _Entry, now: float) -> None:
+    def send_request(self, entry: Entry, now: float) -> None:
         """Write the SUBSCRIBE / UNSUBSCRIBE of ``entry`` under a new packet identifier."""
         packet_id = self._allocate_id()
         entry.packet_id = packet_id
@@ -371,7 +393,7 @@ class Flows:
         self._requests[packet_id] = entry
         self._write_request(entry, now)
 
-    def _write_request(self, entry: _Entry, now: float) -> None:
+    def _write_request(self, entry: Entry, now: float) -> None:
         # The SUBSCRIBE / UNSUBSCRIBE of ``entry`` (holding its packet id), unless it is over
         # the broker's Maximum Packet Size [MQTT-3.1.2-24, -25]: then it is not sent, and its
         # operation completes with the error.
@@ -394,7 +416,7 @@ class Flows:
         )
         self.complete(entry, error)
 
-    def complete(self, entry: _Entry, error: MQTTError | None, reason_code: int = 0) -> None:
+    def complete(self, entry: Entry, error: MQTTError | None, reason_code: int = 0) -> None:
         """The operation of ``entry`` is over (``error`` None: it succeeded); the event says
         so. A finished QoS 1/2 message leaves the store."""
         events = self._output.events
@@ -423,7 +445,7 @@ class Flows:
         except Exception:
             log.exception("outgoing store failed to delete entry %d", key)
 
-    def forget(self, entry: _Entry) -> None:
+    def forget(self, entry: Entry) -> None:
         """Take the in-flight PUBLISH ``entry`` out (it will not complete): its identifier is
         free, its record deleted."""
         del self._inflight[entry.packet_id]
@@ -462,7 +484,7 @@ class Flows:
         if self._queue:
             self._pump(now)
 
-    def _finish_publish(self, entry: _Entry, reason_code: int, *, downgraded: bool = False) -> None:
+    def _finish_publish(self, entry: Entry, reason_code: int, *, downgraded: bool = False) -> None:
         # The entry has just left _inflight.
         if entry.qos == 2:
             self._qos2_inflight -= 1
@@ -659,12 +681,12 @@ class Flows:
             if self._config.trace_packets:
                 output.events.append(PacketSent(codec.decode(data, self._level)))
 
-    def restart(self) -> tuple[list[_Entry], list[SubscribeRequest]]:
+    def restart(self) -> tuple[list[Entry], list[SubscribeRequest]]:
         """A new session on the broker (clean start, or it lost ours) [MQTT-3.2.2-5]. Returns
         the unfinished work, in its original order, to queue again as new (packet id 0,
         stored in its queued form), and the SUBSCRIBE that restore the subscriptions (one per
         distinct set of properties, MQTT 5: a Subscription Identifier, user properties)."""
-        requeue: list[_Entry] = []
+        requeue: list[Entry] = []
         store = self._config.outgoing_store
         for entry in self._inflight.values():
             if entry.state == _RELEASED:
@@ -706,7 +728,7 @@ class Flows:
         server refuses (a QoS, topic or size it does not take): it gets a strike, and fails
         after ``MAX_STRIKES`` connections in a row end so (it would otherwise be resent
         forever). Returns the error that reports this end."""
-        suspect: _Entry | None = None
+        suspect: Entry | None = None
         for entry in self._inflight.values():
             if (
                 entry.state == _SENT

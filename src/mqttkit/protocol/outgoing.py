@@ -38,24 +38,17 @@ from .codec import encode_publish_parts
 from .config import SessionConfig
 from .errors import InvalidArgumentError, MQTTError, ProtocolError, QueueFullError, StoreError
 from .events import MessageDropped, Output, PacketSent, PublishCompleted
-from .flows import (
-    _PUBLISH,
-    _QUEUED,
-    _RELEASED,
-    _SENT,
-    _SUBSCRIBE,
-    _UNSUBSCRIBE,
-    MAX_STRIKES,
-    STRIKE_WINDOW,
-    Flows,
-    _Entry,
-)
+from .flows import MAX_STRIKES, STRIKE_WINDOW, Entry, Flow, Flows, Kind
 from .packets import MQTT_5, Properties, Publish, PubRel, SubAck, Subscription, UnsubAck
 from .requests import PublishRequest, SubscribeRequest, UnsubscribeRequest, encode_request
 from .requests import prepare_publish as _prepare_publish
 from .store import Store, is_private
 
 __all__ = ["MAX_STRIKES", "OUT_LIMIT", "STRIKE_WINDOW", "Outgoing"]
+
+# The members as module constants, as in flows.py (the hot paths).
+_PUBLISH, _SUBSCRIBE, _UNSUBSCRIBE = Kind.PUBLISH, Kind.SUBSCRIBE, Kind.UNSUBSCRIBE
+_QUEUED, _SENT, _RELEASED = Flow.QUEUED, Flow.SENT, Flow.RELEASED
 
 log = logging.getLogger("mqttkit")
 
@@ -65,11 +58,11 @@ log = logging.getLogger("mqttkit")
 OUT_LIMIT: Final = 256 * 1024
 
 
-def _load(store: Store, level: int) -> tuple[int, int, list[_Entry]]:
+def _load(store: Store, level: int) -> tuple[int, int, list[Entry]]:
     """The unfinished flows in ``store`` (a durable one after a restart), in store order, with
     the largest key found (0: none) and how many entries were read (their ``seq``)."""
     last_key = seq = 0
-    entries: list[_Entry] = []
+    entries: list[Entry] = []
     for key, value in store.iterate():
         last_key = max(last_key, key)
         if not value:
@@ -81,7 +74,7 @@ def _load(store: Store, level: int) -> tuple[int, int, list[_Entry]]:
             log.warning("outgoing store entry %d does not decode (%s); skipped", key, exc)
             continue
         if isinstance(packet, PubRel):
-            entry = _Entry(_PUBLISH, seq, 2, None, None, key)
+            entry = Entry(_PUBLISH, seq, 2, None, None, key)
             entry.packet_id, entry.state = packet.packet_id, _RELEASED
         else:
             request = PublishRequest(
@@ -95,7 +88,7 @@ def _load(store: Store, level: int) -> tuple[int, int, list[_Entry]]:
                 if level == MQTT_5
                 else None,
             )
-            entry = _Entry(_PUBLISH, seq, packet.qos, request, None, key)
+            entry = Entry(_PUBLISH, seq, packet.qos, request, None, key)
             if packet.packet_id:  # 0: queued before it was sent
                 entry.packet_id, entry.state = packet.packet_id, _SENT
         entry.data = value
@@ -158,7 +151,7 @@ class Outgoing:
         self._config = config
         self._output = output
         self._level = config.protocol_level
-        self._queue: deque[_Entry] = deque()
+        self._queue: deque[Entry] = deque()
         self._queued_bytes = 0  # payload bytes of the PUBLISH entries in _queue
         self._writable = True
         # The topic the application last gave each outgoing Topic Alias.
@@ -169,7 +162,7 @@ class Outgoing:
         self._fell_back = False  # fall_back() happened: MQTT 5 requests are converted
         # Queued entries loaded from the store, by key: a publisher thread may have recorded
         # a message (record_publish) that this session loaded before its publish() arrived.
-        self._restored: dict[int, _Entry] = {}
+        self._restored: dict[int, Entry] = {}
         self._flows = flows = Flows(
             config, output, self._queue, self.pump, self._restored, self._record_queued
         )
@@ -279,7 +272,7 @@ class Outgoing:
                 # A store others may write (a publishing thread's record_publish) needs keys
                 # from the shared counter; the client's own store can use the session's order.
                 key = self._new_key() if self._record_queued else self._seq
-            entry = _Entry(_PUBLISH, self._seq, request.qos, request, token, key)
+            entry = Entry(_PUBLISH, self._seq, request.qos, request, token, key)
             if (
                 connected
                 and not queue
@@ -327,13 +320,13 @@ class Outgoing:
     def subscribe(self, request: SubscribeRequest, now: float, token: Any = None) -> None:
         """Queue a SUBSCRIBE."""
         self._seq += 1
-        self._queue.append(_Entry(_SUBSCRIBE, self._seq, 0, request, token))
+        self._queue.append(Entry(_SUBSCRIBE, self._seq, 0, request, token))
         self.pump(now)
 
     def unsubscribe(self, request: UnsubscribeRequest, now: float, token: Any = None) -> None:
         """Queue an UNSUBSCRIBE."""
         self._seq += 1
-        self._queue.append(_Entry(_UNSUBSCRIBE, self._seq, 0, request, token))
+        self._queue.append(Entry(_UNSUBSCRIBE, self._seq, 0, request, token))
         self.pump(now)
 
     def admission_error(self, size: int, waiting: int, waiting_bytes: int) -> MQTTError | None:
@@ -424,7 +417,7 @@ class Outgoing:
             "connection, raise the limit, or choose queue_policy='drop_oldest' / 'drop_newest'"
         )
 
-    def _make_room(self, entry: _Entry) -> bool:
+    def _make_room(self, entry: Entry) -> bool:
         """Apply the queue policy for ``entry``; True if it may be queued now."""
         policy = self._config.queue_policy
         size = len(entry.request.payload)
@@ -448,7 +441,7 @@ class Outgoing:
                 return True
         raise self._queue_full_error()
 
-    def _drop(self, entry: _Entry, policy: str) -> None:
+    def _drop(self, entry: Entry, policy: str) -> None:
         request: PublishRequest = entry.request
         message = Publish(
             request.topic,
@@ -513,7 +506,7 @@ class Outgoing:
         self._queued_bytes += sum(len(e.request.payload) for e in requeue if e.kind == _PUBLISH)
         for request in reversed(resubscribe):
             self._seq += 1
-            queue.appendleft(_Entry(_SUBSCRIBE, self._seq, 0, request, None))
+            queue.appendleft(Entry(_SUBSCRIBE, self._seq, 0, request, None))
 
     def fall_back(self, level: int) -> None:
         """Speak protocol ``level`` from now on (see :meth:`ClientSession.fall_back`)."""
