@@ -61,7 +61,7 @@ from tests.fuzz.harness import (  # noqa: E402
 PROGRESS_EVERY = 30.0
 _TAILS = (0.0, 3.0, 16.0, 60.0)
 #: Closes whose reason code the broker chose (CONNACK refusal, server DISCONNECT).
-_BROKER_CODES = ("ConnectionRefusedError", "ServerDisconnectError")
+_BROKER_CODES = ("ConnectRefusedError", "ServerDisconnectError")
 
 
 @dataclass
