@@ -403,3 +403,14 @@ def test_topic_alias_above_the_brokers_maximum_raises_before_it_is_queued() -> N
     with pytest.raises(PublishError, match="Topic Alias Maximum 2"):
         c.session.check_topic_alias(over)
     assert c.session.state is State.CONNECTED
+
+
+def test_a_311_shaped_connack_accepting_an_mqtt5_connect_is_malformed() -> None:
+    # Found by tools/fuzz.py --seed 20261205: return code 0 in the 3.1.1 shape is no version
+    # refusal but a malformed MQTT 5 CONNACK (no properties): closed with 0x81.
+    c = Conversation(5)
+    c.connect()
+    c.send_bytes(b"\x20\x02\x00\x00")
+    assert not any(isinstance(e, ConnectionRefused) for e in c.events())
+    assert c.session.state is not State.CONNECTED
+    assert [p.reason_code for p in c.sent() if isinstance(p, Disconnect)] == [0x81]
