@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Final, NoReturn, TypeVar
+from typing import IO, Any, Final, NoReturn, Self, TypeVar
 
 __all__ = [
     "INSTALL_HINT",
@@ -165,7 +165,7 @@ def _port_accepts(host: str, port: int) -> bool:
 
 
 # Every broker still running, so that an interrupted test run does not leave orphans behind.
-_LIVE: weakref.WeakSet[MosquittoBroker | NatsServer] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[_ServerProcess] = weakref.WeakSet()
 
 
 @atexit.register
@@ -175,7 +175,136 @@ def _kill_orphans() -> None:  # pragma: no cover - only matters when a run is in
             broker.kill()
 
 
-class MosquittoBroker:
+class _ServerProcess:
+    """What the test servers share: a private temporary directory, a process started on free
+    loopback ports (chosen again when one was taken in between), stopped by its PID, and the
+    context manager. Each server writes its configuration and launches its process."""
+
+    _what: str  # the server, in messages
+    _dir_prefix: str
+    _error: type[RuntimeError]
+
+    _dir: Path | None
+    _ports: dict[str, int]
+    _proc: subprocess.Popen[bytes] | None
+    _output: IO[bytes] | None
+    _final_log: str
+
+    # -- what each server provides ---------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def running(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def log_text(self) -> str:
+        raise NotImplementedError
+
+    def _choose_ports(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def _config_text(self) -> str:
+        raise NotImplementedError
+
+    def _launch(self, executable: str) -> None:
+        raise NotImplementedError
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    def _start_on_ports(self, executable: str) -> None:
+        first = not self._ports
+        attempts = _PORT_ATTEMPTS if first else 1  # a restart keeps its ports
+        for attempt in range(attempts):
+            if first:
+                self._ports = self._choose_ports()
+            self.config_path.write_text(self._config_text(), encoding="utf-8")
+            try:
+                self._launch(executable)
+                return
+            except _PortInUseError:
+                if attempt + 1 == attempts:
+                    raise self._error(
+                        f"{self._what} could not bind its ports after {attempts} attempts:\n"
+                        + self.log_text()
+                    ) from None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the server by its PID: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL.
+
+        The temporary directory stays (so :meth:`restart` and :meth:`log_text` work);
+        :meth:`close` removes it. Does nothing when the server is not running.
+        """
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=timeout)
+            self._proc = None
+        self._close_output()
+        _LIVE.discard(self)
+
+    def kill(self) -> None:
+        """Kill the server with SIGKILL: a crash (Mosquitto saves no persistence and does no
+        will cleanup; NATS's JetStream recovers its store on restart)."""
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+            self._proc = None
+        self._close_output()
+        _LIVE.discard(self)
+
+    def restart(self, timeout: float = 5.0) -> None:
+        """Stop (gracefully) and start again on the same ports; what the server persists
+        (Mosquitto's database, NATS's JetStream store) survives.
+
+        Raises:
+            MosquittoError, NatsServerError: it did not come back (a port taken meanwhile...).
+        """
+        self.stop(timeout)
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server and remove its temporary directory (the log is kept in memory)."""
+        self.stop()
+        if self._dir is not None:
+            self._final_log = self.log_text()
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> Self:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _workdir(self, create: bool = False) -> Path:
+        if self._dir is None:
+            if not create:
+                raise RuntimeError(f"the {self._what} has not been started yet (or was closed)")
+            self._dir = Path(tempfile.mkdtemp(prefix=self._dir_prefix))
+        return self._dir
+
+    def _close_output(self) -> None:
+        if self._output is not None:
+            self._output.close()
+            self._output = None
+
+
+class MosquittoBroker(_ServerProcess):
     """A real Mosquitto broker on free loopback ports, with its own generated configuration.
 
     The configuration file, log, password file, persistence database and Unix socket live in a
@@ -203,6 +332,10 @@ class MosquittoBroker:
         executable: the mosquitto binary; found on ``$PATH`` or in ``/usr/sbin`` by default.
         startup_timeout: seconds to wait for the broker to accept connections.
     """
+
+    _what = "mosquitto"
+    _dir_prefix = "mqttkit-mosquitto-"
+    _error = MosquittoError
 
     def __init__(
         self,
@@ -240,7 +373,7 @@ class MosquittoBroker:
         self._dir: Path | None = None
         self._ports: dict[str, int] = {}
         self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
+        self._output: IO[bytes] | None = None
         self._final_log = ""
 
     # -- properties ------------------------------------------------------------------------------
@@ -358,93 +491,17 @@ class MosquittoBroker:
         executable = self.executable or find_mosquitto()
         if not os.access(executable, os.X_OK):
             raise MosquittoNotFoundError(f"mosquitto not found at {executable}: {INSTALL_HINT}")
-        first = not self._ports
         workdir = self._workdir(create=True)
         if self.users is not None and not (workdir / "passwd").exists():
             self._write_password_file(workdir / "passwd")
-        attempts = _PORT_ATTEMPTS if first else 1
-        for attempt in range(attempts):
-            if first:
-                self._ports = self._choose_ports()
-            self.config_path.write_text(self._config_text(), encoding="utf-8")
-            try:
-                self._launch(executable)
-                return self
-            except _PortInUseError:
-                if attempt + 1 == attempts:
-                    raise MosquittoError(
-                        f"mosquitto could not bind its ports after {attempts} attempts:\n"
-                        + self.log_text()
-                    ) from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the broker: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL.
-
-        The temporary directory stays (so :meth:`restart` and :meth:`log_text` work);
-        :meth:`close` removes it. Does nothing when the broker is not running.
-        """
-        proc = self._proc
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=timeout)
-            self._proc = None
-        self._close_stderr()
-        _LIVE.discard(self)
-
-    def kill(self) -> None:
-        """Kill the broker with SIGKILL (a crash: no persistence save, no will cleanup)."""
-        proc = self._proc
-        if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
-            self._proc = None
-        self._close_stderr()
-        _LIVE.discard(self)
-
-    def restart(self, timeout: float = 5.0) -> None:
-        """Stop (gracefully) and start again on the same ports; a persistent database survives.
-
-        Raises:
-            MosquittoError: the broker did not come back (a port was taken meanwhile...).
-        """
-        self.stop(timeout)
-        self.start()
-
-    def close(self) -> None:
-        """Stop the broker and remove its temporary directory (the log is kept in memory)."""
-        self.stop()
-        if self._dir is not None:
-            self._final_log = self.log_text()
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-    def __enter__(self) -> MosquittoBroker:
-        if not self.running:
-            self.start()
+        self._start_on_ports(executable)
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = f"port={self._ports.get('mqtt')}" if self._ports else "not started"
         return f"<MosquittoBroker {state} running={self.running}>"
 
     # -- internals -------------------------------------------------------------------------------
-
-    def _workdir(self, create: bool = False) -> Path:
-        if self._dir is None:
-            if not create:
-                raise RuntimeError("the broker has not been started yet (or was closed)")
-            self._dir = Path(tempfile.mkdtemp(prefix="mqttkit-mosquitto-"))
-        return self._dir
 
     def _choose_ports(self) -> dict[str, int]:
         names = ["mqtt"]
@@ -571,12 +628,12 @@ class MosquittoBroker:
             (workdir / "mosquitto.log").stat().st_size,
             (workdir / "mosquitto.stderr").stat().st_size,
         )
-        self._stderr = (workdir / "mosquitto.stderr").open("ab")
+        self._output = (workdir / "mosquitto.stderr").open("ab")
         proc = subprocess.Popen(
             [executable, "-c", str(self.config_path)],
             stdin=subprocess.DEVNULL,
-            stdout=self._stderr,
-            stderr=self._stderr,
+            stdout=self._output,
+            stderr=self._output,
             cwd=workdir,
             # Its own session: a Ctrl-C in the terminal reaches pytest, which then stops us.
             start_new_session=True,
@@ -596,7 +653,7 @@ class MosquittoBroker:
                 pass
             else:
                 self._proc = None
-                self._close_stderr()
+                self._close_output()
                 _LIVE.discard(self)
                 new_log = self._log_since(offsets)
                 if "Address already in use" in new_log:
@@ -642,11 +699,6 @@ class MosquittoBroker:
             f"--- {self.config_path} ---\n{config}"
         )
 
-    def _close_stderr(self) -> None:
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
-
 
 class _PortInUseError(Exception):
     """Another process took one of the chosen ports between choosing and binding."""
@@ -669,7 +721,7 @@ class NatsServerNotFoundError(NatsServerError):
 _NATS_READY: Final = "Server is ready"
 
 
-class NatsServer:
+class NatsServer(_ServerProcess):
     """A real NATS server with its MQTT gateway on free loopback ports, with its own config.
 
     NATS's MQTT gateway is a useful second opinion next to Mosquitto, and a strict one: it
@@ -695,6 +747,10 @@ class NatsServer:
         executable: the nats-server binary; found on ``$PATH`` or in ``/usr/sbin`` by default.
         startup_timeout: seconds to wait for the server to accept MQTT connections.
     """
+
+    _what = "nats-server"
+    _dir_prefix = "mqttkit-nats-"
+    _error = NatsServerError
 
     def __init__(
         self,
@@ -820,91 +876,15 @@ class NatsServer:
             raise NatsServerNotFoundError(
                 f"nats-server not found at {executable}: {NATS_INSTALL_HINT}"
             )
-        first = not self._ports
         self._workdir(create=True)
-        attempts = _PORT_ATTEMPTS if first else 1
-        for attempt in range(attempts):
-            if first:
-                self._ports = self._choose_ports()
-            self.config_path.write_text(self._config_text(), encoding="utf-8")
-            try:
-                self._launch(executable)
-                return self
-            except _PortInUseError:
-                if attempt + 1 == attempts:
-                    raise NatsServerError(
-                        f"nats-server could not bind its ports after {attempts} attempts:\n"
-                        + self.log_text()
-                    ) from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server by its PID: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL.
-
-        The temporary directory stays (so :meth:`restart` and :meth:`log_text` work);
-        :meth:`close` removes it. Does nothing when the server is not running.
-        """
-        proc = self._proc
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=timeout)
-            self._proc = None
-        self._close_output()
-        _LIVE.discard(self)
-
-    def kill(self) -> None:
-        """Kill the server with SIGKILL (a crash: JetStream recovers its store on restart)."""
-        proc = self._proc
-        if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
-            self._proc = None
-        self._close_output()
-        _LIVE.discard(self)
-
-    def restart(self, timeout: float = 5.0) -> None:
-        """Stop (gracefully) and start again on the same ports; the JetStream store survives.
-
-        Raises:
-            NatsServerError: the server did not come back (a port was taken meanwhile...).
-        """
-        self.stop(timeout)
-        self.start()
-
-    def close(self) -> None:
-        """Stop the server and remove its temporary directory (the log is kept in memory)."""
-        self.stop()
-        if self._dir is not None:
-            self._final_log = self.log_text()
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-    def __enter__(self) -> NatsServer:
-        if not self.running:
-            self.start()
+        self._start_on_ports(executable)
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = f"mqtt_port={self._ports.get('mqtt')}" if self._ports else "not started"
         return f"<NatsServer {state} running={self.running}>"
 
     # -- internals -------------------------------------------------------------------------------
-
-    def _workdir(self, create: bool = False) -> Path:
-        if self._dir is None:
-            if not create:
-                raise RuntimeError("the NATS server has not been started yet (or was closed)")
-            self._dir = Path(tempfile.mkdtemp(prefix="mqttkit-nats-"))
-        return self._dir
 
     @staticmethod
     def _choose_ports() -> dict[str, int]:
@@ -1010,11 +990,6 @@ class NatsServer:
             f"{message}\n--- nats-server output ---\n{log.strip()}\n"
             f"--- {self.config_path} ---\n{config}"
         )
-
-    def _close_output(self) -> None:
-        if self._output is not None:
-            self._output.close()
-            self._output = None
 
 
 # ---------------------------------------------------------------------------------------------
