@@ -16,7 +16,7 @@ the sans-IO core is :mod:`mqttkit.protocol`. This module only re-exports.
 """
 
 from ._api import Granted
-from .options import ClientOptions
+from .options import ClientOptions, Server
 from .protocol.errors import (
     CertificateVerifyError,
     ClientClosedError,
@@ -41,6 +41,7 @@ from .protocol.errors import (
     PublishError,
     QueueFullError,
     ReasonCode,
+    RedirectError,
     ServerDisconnectError,
     ServerNotFoundError,
     StoreError,
@@ -97,6 +98,8 @@ __all__ = [
     "QoS",
     "QueueFullError",
     "ReasonCode",
+    "RedirectError",
+    "Server",
     "ServerDisconnectError",
     "ServerNotFoundError",
     "Store",

@@ -38,7 +38,7 @@ from .protocol.session import SessionConfig, normalize_payload
 from .protocol.store import Store, private_store
 from .protocol.topics import validate_topic_name
 
-__all__ = ["DEFAULT_PORTS", "ClientOptions", "parse_options"]
+__all__ = ["DEFAULT_PORTS", "ClientOptions", "Server", "parse_options", "parse_server_reference"]
 
 #: URL scheme -> transport.
 SCHEMES: Final = {
@@ -57,6 +57,32 @@ DEFAULT_INFLIGHT_QOS2_V3: Final = 20
 DEFAULT_PORTS: Final = {"tcp": 1883, "tls": 8883, "ws": 80, "wss": 443}
 
 
+@dataclass(frozen=True, slots=True)
+class Server:
+    """One broker a client can connect to: an entry of ``servers``, and ``client.server``."""
+
+    host: str
+    """Host name or IP address (for ``unix``: empty)."""
+    port: int
+    """TCP port (for ``unix``: 0)."""
+    transport: str = "tcp"
+    """``tcp``, ``tls``, ``ws``, ``wss`` or ``unix``."""
+    path: str | None = None
+    """The Unix socket path, or the WebSocket path (None: the client's ``path``, or ``/mqtt``)."""
+
+    @property
+    def url(self) -> str:
+        """This server as a URL (``mqtt://host:port``)."""
+        if self.transport == "unix":
+            return f"unix://{self.path}"
+        scheme = {"tcp": "mqtt", "tls": "mqtts"}.get(self.transport, self.transport)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.url
+
+
 @dataclass(slots=True)
 class ClientOptions:
     """Every setting of a client. Build it with :func:`parse_options`."""
@@ -69,6 +95,19 @@ class ClientOptions:
     """``tcp``, ``tls``, ``ws``, ``wss`` or ``unix``; set by the URL scheme (seed: ``protocol``)."""
     path: str | None = None
     """Unix socket path (``unix://``), or the WebSocket path (default ``/mqtt``)."""
+    servers: tuple[Server, ...] = ()
+    """The brokers to connect to, tried in turn (a cluster's nodes): each a URL, a
+    ``(host, port)`` tuple, an MQTT.js-style ``{"host": ..., "port": ...[, "protocol": ...]}``
+    dict or a :class:`Server`. Entries without a scheme use the client's transport (from the
+    URL's scheme or ``protocol``). The client connects to the first that answers; when a
+    connection is lost or refused, it tries the next at once, and waits the reconnect backoff
+    only after every server has failed in a row. Default: the one broker of the URL / ``host``
+    and ``port`` (giving both is an error)."""
+    follow_redirects: bool = True
+    """MQTT 5: follow a CONNACK or DISCONNECT with reason 0x9C (use another server) or 0x9D
+    (server moved) and a Server Reference to the server it names (at most 5 redirections in a
+    row, never back to one already visited); 0x9D replaces the server in ``servers`` for good.
+    False: treat it as any other refusal (the ``error`` event says where it pointed)."""
     client_id: str = ""
     """Client identifier (seed: ``clientId``); default a random ``mqttkit_`` + 8 hex digits."""
     keepalive: int = 10
@@ -172,12 +211,10 @@ class ClientOptions:
 
     @property
     def url(self) -> str:
-        """The broker address as a URL (no credentials)."""
-        if self.transport == "unix":
-            return f"unix://{self.path}"
-        scheme = {"tcp": "mqtt", "tls": "mqtts"}.get(self.transport, self.transport)
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}"
+        """The (first) broker's address as a URL (no credentials)."""
+        if self.servers:
+            return self.servers[0].url
+        return Server(self.host, self.port or 0, self.transport, self.path).url
 
     def session_config(self) -> SessionConfig:
         """The part of the options the sans-IO session needs."""
@@ -297,6 +334,17 @@ def parse_options(
         else:
             values["cafile"] = ca
     empty_id = values.get("client_id") == ""
+    if (
+        "servers" in values
+        and isinstance(values["servers"], list | tuple)
+        and not values["servers"]
+    ):
+        raise InvalidOptionError("servers is empty: name at least one server, or leave it out")
+    if values.get("servers") is not None and ("host" in values or "port" in values):
+        raise InvalidOptionError(
+            "give the brokers either as servers=[...] or as one URL / host and port, not both "
+            "(a URL without a host, such as 'mqtts://', still sets the scheme of the servers)"
+        )
     opts = ClientOptions(**values)
     return _validate(opts, empty_client_id=empty_id)
 
@@ -348,9 +396,13 @@ def _validate(o: ClientOptions, *, empty_client_id: bool = False) -> ClientOptio
         raise InvalidOptionError(
             f"unsupported transport/protocol {o.transport!r}; use mqtt, mqtts, ws, wss or unix"
         )
-    if o.transport == "unix":
+    servers: Any = o.servers
+    if servers is not None and len(servers if isinstance(servers, list | tuple) else [0]) > 0:
+        o.servers = _parse_servers(servers, o.transport)
+    elif o.transport == "unix":
         if not o.path:
             raise InvalidOptionError("a unix transport needs path='/path/to/socket'")
+        o.servers = (Server("", 0, "unix", o.path),)
     else:
         if not isinstance(o.host, str) or not o.host:
             raise InvalidOptionError(f"host must be a non-empty str, not {o.host!r}")
@@ -358,6 +410,13 @@ def _validate(o: ClientOptions, *, empty_client_id: bool = False) -> ClientOptio
             o.port = DEFAULT_PORTS[o.transport]
         if isinstance(o.port, bool) or not isinstance(o.port, int) or not 1 <= o.port <= 65535:
             raise InvalidOptionError(f"port must be an int in 1..65535, not {o.port!r}")
+        if servers is not None and not isinstance(servers, list | tuple):
+            raise InvalidOptionError(f"servers must be a list, not {type(servers).__name__}")
+        o.servers = (Server(o.host, o.port, o.transport),)
+    if not isinstance(o.follow_redirects, bool):
+        raise InvalidOptionError(
+            f"follow_redirects must be True or False, not {o.follow_redirects!r}"
+        )
     if o.protocol_version not in (MQTT_3_1, MQTT_3_1_1, MQTT_5):
         raise InvalidOptionError(
             f"protocol_version must be 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0), "
@@ -488,6 +547,104 @@ def _validate(o: ClientOptions, *, empty_client_id: bool = False) -> ClientOptio
     if o.callback is not None and not callable(o.callback):
         raise InvalidOptionError("callback must be callable")
     return o
+
+
+def _parse_servers(servers: Any, transport: str) -> tuple[Server, ...]:
+    """The ``servers`` option: a non-empty list of URLs, ``(host, port)``, dicts or Servers."""
+    if isinstance(servers, str | bytes) or not isinstance(servers, list | tuple):
+        raise InvalidOptionError(
+            f"servers must be a list such as ['mqtt://a:1883', ('b', 1883)], not {servers!r}"
+        )
+    return tuple(_parse_server(entry, transport) for entry in servers)
+
+
+_SERVER_KEYS: Final = frozenset({"host", "hostname", "port", "protocol", "path"})
+
+
+def _parse_server(entry: Any, transport: str) -> Server:
+    """One ``servers`` entry; ``transport`` is the client's, for entries without a scheme."""
+    host: Any
+    port: Any
+    path: Any = None
+    if isinstance(entry, Server):
+        host, port, transport, path = entry.host, entry.port, entry.transport, entry.path
+    elif isinstance(entry, str):
+        values = _parse_url(entry)
+        if "username" in values or "password" in values:
+            raise InvalidOptionError(
+                f"server {entry!r}: give credentials as username/password (they apply to "
+                "every server), not in a server URL"
+            )
+        transport = values["transport"]
+        if transport == "unix":
+            return Server("", 0, "unix", values["path"])
+        if "host" not in values:
+            raise InvalidOptionError(f"server {entry!r} names no host")
+        host, port, path = values["host"], values.get("port"), values.get("path")
+    elif isinstance(entry, tuple) and len(entry) == 2:
+        host, port = entry
+    elif isinstance(entry, Mapping):
+        unknown = set(entry) - _SERVER_KEYS
+        if unknown:
+            raise InvalidOptionError(
+                f"server {dict(entry)!r}: unknown key(s) {sorted(unknown)}; use host, port, "
+                "protocol and path"
+            )
+        host = entry.get("host", entry.get("hostname"))
+        port, path = entry.get("port"), entry.get("path")
+        protocol = entry.get("protocol")
+        if protocol is not None:
+            if protocol not in SCHEMES:
+                raise InvalidOptionError(
+                    f"server {dict(entry)!r}: unsupported protocol {protocol!r}; use one of "
+                    + ", ".join(SCHEMES)
+                )
+            transport = SCHEMES[protocol]
+    else:
+        raise InvalidOptionError(
+            f"a server must be a URL, a (host, port) tuple or a dict with host and port, "
+            f"not {entry!r}"
+        )
+    if transport == "unix":
+        if not isinstance(path, str) or not path:
+            raise InvalidOptionError(f"server {entry!r}: a unix server needs a socket path")
+        return Server("", 0, "unix", path)
+    if not isinstance(host, str) or not host:
+        raise InvalidOptionError(f"server {entry!r}: host must be a non-empty str")
+    if port is None:
+        port = DEFAULT_PORTS[transport]
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InvalidOptionError(f"server {entry!r}: port must be an int in 1..65535")
+    if path is not None and not isinstance(path, str):
+        raise InvalidOptionError(f"server {entry!r}: path must be a str")
+    return Server(host, port, transport, path)
+
+
+def parse_server_reference(reference: str, current: Server) -> list[Server]:
+    """The servers an MQTT 5 Server Reference names, in its order.
+
+    The specification leaves its format open (section 4.11); brokers send ``host``,
+    ``host:port``, ``[v6]:port`` or a URL, several separated by spaces. Entries without a
+    scheme use the current server's transport and, without a port, its default port.
+
+    Raises:
+        InvalidOptionError: nothing in it names a server.
+    """
+    servers = []
+    for token in reference.split():
+        try:
+            if "://" in token:
+                servers.append(_parse_server(token, current.transport))
+                continue
+            parts = urlsplit("//" + token)
+            name, number = parts.hostname, parts.port
+        except (InvalidOptionError, ValueError):
+            continue
+        if name:
+            servers.append(_parse_server((name, number), current.transport))
+    if not servers:
+        raise InvalidOptionError(f"the Server Reference {reference!r} names no server")
+    return servers
 
 
 def _properties_from_mapping(mapping: Mapping[str, Any]) -> Properties:

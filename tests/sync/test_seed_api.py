@@ -234,11 +234,13 @@ def test_reconnect_period_restores_connection_and_subscriptions(
     assert names[:3] == ["connect", "close", "offline"]
     assert names[-2:] == ["reconnect", "connect"]
     assert names.count("offline") == 1  # once per outage
-    # The seed's events without arguments get none; connect gets the CONNACK.
+    # The seed's events without arguments get none; connect gets the CONNACK (and, beyond
+    # the seed, the server it is on).
     for name, args in rec.log:
         if name == "connect":
-            assert len(args) == 1
+            assert len(args) == 2
             assert isinstance(args[0], mqttkit.ConnAck)
+            assert args[1] == mqttkit.Server("127.0.0.1", mosquitto.port)
         else:
             assert args == (), (name, args)
     rec.attach(client, ("message",))

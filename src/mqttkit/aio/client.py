@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from .._api import Granted, auth_properties, filters_from, granted_from, subscriptions_from
-from ..options import ClientOptions, parse_options
+from ..options import ClientOptions, Server, parse_options
 from ..protocol import session as s
 from ..protocol.errors import ClientClosedError, MQTTConnectionError
 from ..protocol.packets import ConnAck, Publish
@@ -53,7 +53,15 @@ class _Inbox:
     """The engine's listener for one asyncio client: incoming messages queued for the
     consumers of ``messages()``, the consumers waiting for one, and the wait for CONNACK."""
 
-    __slots__ = ("connect_waiter", "dropped", "ended", "max_buffered", "messages", "waiters")
+    __slots__ = (
+        "connect_waiter",
+        "dropped",
+        "ended",
+        "engine",
+        "max_buffered",
+        "messages",
+        "waiters",
+    )
 
     def __init__(self, max_buffered: int) -> None:
         self.max_buffered = max_buffered
@@ -67,6 +75,8 @@ class _Inbox:
         self.dropped = 0
         #: The client ended (closed, or stopped): consumers drain the queue and leave.
         self.ended = False
+        #: The engine this inbox listens to (set with it).
+        self.engine: Engine | None = None
 
     # -- the engine's Listener protocol ---------------------------------------------------------
 
@@ -92,7 +102,11 @@ class _Inbox:
                 waiter.set_result(args[0])
         elif name == "error":
             waiter = self.connect_waiter
-            if waiter is not None and not waiter.done():
+            engine = self.engine
+            if engine is not None and engine.trying_next_server:
+                # One server of several failed; connect() waits for the others.
+                log.info("mqttkit: %s; trying the next server", args[0])
+            elif waiter is not None and not waiter.done():
                 waiter.set_exception(args[0])
             else:
                 log.warning("mqttkit: %s", args[0])
@@ -205,17 +219,28 @@ class Client:
         """The protocol level: 3, 4 or 5."""
         return self.options.protocol_version
 
+    @property
+    def server(self) -> Server:
+        """The server of the current connection, or of the last attempt (the first of
+        ``servers`` before any): a :class:`mqttkit.Server` (``host``, ``port``, ``transport``,
+        ``url``)."""
+        if self._engine is None:
+            return self.options.servers[0]
+        return self._engine.server
+
     async def connect(self) -> ConnAck:
         """Connect, and return the broker's CONNACK.
 
         Raises:
             MQTTConnectionError: the first connection attempt failed (DNS, refused, TLS,
-                timeout, CONNACK refusal...). The client does not retry in the background
-                then; call ``connect()`` again.
+                timeout, CONNACK refusal...); with ``servers``, the attempt at each of them
+                (this is the last one's error; each is logged). The client does not retry in
+                the background then; call ``connect()`` again.
         """
         loop = asyncio.get_running_loop()
         if self._engine is None:
             self._engine = Engine(self.options, self._inbox, loop)
+            self._inbox.engine = self._engine
         elif self._engine.loop is not loop:
             raise RuntimeError("this client belongs to another event loop")
         engine = self._engine

@@ -36,7 +36,7 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..options import ClientOptions
+from ..options import ClientOptions, Server
 from ..protocol import session as s
 from ..protocol.errors import (
     ClientClosedError,
@@ -52,6 +52,7 @@ from ..protocol.errors import (
 )
 from ..protocol.packets import MQTT_3_1_1, MQTT_5, Auth, ConnAck, Properties, Publish
 from ..protocol.store import MemoryStore
+from .servers import Next, ServerRotation
 from .transport import make_ssl_context, map_connect_error, map_lost_error, open_transport
 
 __all__ = ["Engine", "Listener", "Token", "backoff_delay"]
@@ -193,6 +194,8 @@ class Engine:
         self.listener = listener
         self.loop = loop or asyncio.get_running_loop()
         self.session = s.ClientSession(options.session_config())
+        #: The servers, in turn (``servers`` option), and MQTT 5 redirections.
+        self.servers = ServerRotation(options.servers, options.follow_redirects)
         try:
             self._ssl = make_ssl_context(options)
         except (OSError, ValueError) as exc:
@@ -234,6 +237,9 @@ class Engine:
         #: Publish calls run so far (a front counting what is on its way reads it; only the
         #: loop thread writes it).
         self.publishes_taken = 0
+        #: True while the first connection goes on to the next of several servers after one
+        #: failed (the ``error`` event of that failure is not the end of connecting).
+        self.trying_next_server = False
         #: Why the engine stopped for good (set when it stops without close(); cleared by
         #: start()): every pending operation failed with it, and new ones fail with it at once.
         self.stop_error: MQTTError | None = None
@@ -244,6 +250,11 @@ class Engine:
     def connected(self) -> bool:
         """True while a connection is open and accepted by CONNACK."""
         return self.session.connected
+
+    @property
+    def server(self) -> Server:
+        """The server of the current connection (or of the last attempt)."""
+        return self.servers.current
 
     @property
     def active(self) -> bool:
@@ -489,20 +500,23 @@ class Engine:
     # -- the connection loop -----------------------------------------------------------------------
 
     async def _run(self) -> None:
-        attempt = 0
+        attempt = 0  # backoffs waited in a row
         offline_emitted = False
         first = True
         emit = self.listener.emit
         error: MQTTError | None = None
-        # A connection counts as up (and the backoff starts over) once it has lasted this
-        # long: a server that accepts and then closes at once must not be hammered.
+        servers = self.servers
+        # A connection counts as up (and the failure counts start over) once it has lasted
+        # this long: a server that accepts and then closes at once must not be hammered.
         steady = max(float(self.options.keepalive), 1.0)
         while self.state == _RUNNING:
             if not first:
                 emit("reconnect")
             first = False
+            server = servers.next_target()
+            lasted = False
             try:
-                await self._connect_once()
+                await self._connect_once(server)
             except MQTTError as exc:
                 error = exc
                 if self._fall_back(error):
@@ -510,31 +524,43 @@ class Engine:
                     continue
             except Exception as exc:  # a bug must not end reconnecting silently
                 log.exception("unexpected error while connecting")
-                error = map_connect_error(exc, self.options)
+                error = map_connect_error(exc, server)
             else:
                 offline_emitted = False
                 self._ever_connected = True
                 connected_at = self.loop.time()
                 assert self._lost is not None
                 error = await self._lost
-                if self.loop.time() - connected_at >= steady:
+                lasted = self.loop.time() - connected_at >= steady
+                if lasted:
                     attempt = 0
             if self.state != _RUNNING:
                 return
-            if error is not None and not isinstance(error, ServerDisconnectError):
-                emit("error", error)
+            step = servers.ended(error, lasted)
+            # Before the error event: a front waiting for the first connection waits on.
+            self.trying_next_server = step.next is Next.NEXT and not self._ever_connected
+            if step.error is not None:
+                error = step.error
+                if not isinstance(error, ServerDisconnectError):
+                    emit("error", error)
             emit("close")
             if not offline_emitted:
                 offline_emitted = True
                 emit("offline")
-            if getattr(error, "permanent", False):
+            if step.next is Next.REDIRECT:
+                continue  # part of connecting: followed even with reconnecting off
+            if step.next is Next.STOP:
                 log.warning("not reconnecting: %s", error)
                 break
+            if step.next is Next.NEXT and not self._ever_connected:
+                continue  # the first connection tries every server once, whatever the settings
             if self.options.reconnect_period <= 0 or self._stop_reconnecting:
                 break
             if not (self._ever_connected or self.retry_first_connect):
                 log.debug("not reconnecting: the first connection attempt failed (%s)", error)
                 break
+            if step.next is Next.NEXT:
+                continue
             delay = backoff_delay(
                 attempt, self.options.reconnect_period, self.options.reconnect_max, self.rng
             )
@@ -553,7 +579,7 @@ class Engine:
         closed = self._closed_before_connack and not self._ever_connected
         if not (refused or closed):
             return False
-        log.warning("%s refused MQTT 5 (%s): falling back to MQTT 3.1.1", self.options.url, error)
+        log.warning("%s refused MQTT 5 (%s): falling back to MQTT 3.1.1", self.server.url, error)
         self.session.fall_back(MQTT_3_1_1)
         self.options.protocol_version = MQTT_3_1_1
         self._process_events()  # what needed MQTT 5 has failed
@@ -572,7 +598,7 @@ class Engine:
         self._process_events()
         self.listener.stopped()
 
-    async def _connect_once(self) -> None:
+    async def _connect_once(self, server: Server) -> None:
         loop = self.loop
         self._connack = loop.create_future()
         self._lost = loop.create_future()
@@ -581,11 +607,11 @@ class Engine:
         try:
             async with asyncio.timeout(timeout):
                 try:
-                    await open_transport(self.options, self._new_protocol, self._ssl)
+                    await open_transport(self.options, server, self._new_protocol, self._ssl)
                 except MQTTError:
                     raise
                 except Exception as exc:  # anything else the loop raises while connecting
-                    raise map_connect_error(exc, self.options) from exc
+                    raise map_connect_error(exc, server) from exc
                 stage = "receiving"
                 await self._connack
         except TimeoutError:
@@ -596,7 +622,7 @@ class Engine:
                 else "no CONNACK arrived"
             )
             raise ConnectTimeoutError(
-                f"{what} within connect_timeout={timeout:g} s ({self.options.url})", stage
+                f"{what} within connect_timeout={timeout:g} s ({server.url})", stage
             ) from None
         except MQTTError:
             await self._drop_transport()
@@ -743,7 +769,7 @@ class Engine:
         if connack is not None and not connack.done():
             connack.set_exception(
                 error
-                or ConnectionLostError(f"{self.options.url} closed the connection before CONNACK")
+                or ConnectionLostError(f"{self.server.url} closed the connection before CONNACK")
             )
             connack.exception()  # mark retrieved; _connect_once reads it
         lost = self._lost
@@ -877,7 +903,7 @@ class Engine:
                         self.options.client_id = self.session.config.client_id
                     if self._connack is not None and not self._connack.done():
                         self._connack.set_result(event.connack)
-                    emit("connect", event.connack)
+                    emit("connect", event.connack, self.server)
                 elif isinstance(event, s.ConnectionRefused):
                     if self._connack is not None and not self._connack.done():
                         self._connack.set_exception(event.error)

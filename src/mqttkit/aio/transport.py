@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..options import DEFAULT_PORTS, ClientOptions
+from ..options import DEFAULT_PORTS, ClientOptions, Server
 from ..protocol.errors import (
     CertificateVerifyError,
     ConnectionLostError,
@@ -45,7 +45,8 @@ def make_ssl_context(options: ClientOptions) -> ssl.SSLContext | None:
 
     Verification of the certificate and the host name is on unless ``insecure`` is set.
     """
-    if options.transport not in ("tls", "wss") and options.ssl_context is None:
+    secure = any(server.transport in ("tls", "wss") for server in options.servers)
+    if not secure and options.transport not in ("tls", "wss") and options.ssl_context is None:
         return None
     if options.ssl_context is not None:
         return options.ssl_context
@@ -62,34 +63,36 @@ def make_ssl_context(options: ClientOptions) -> ssl.SSLContext | None:
 
 async def open_transport(
     options: ClientOptions,
+    server: Server,
     protocol_factory: Callable[[], asyncio.Protocol],
     ssl_context: ssl.SSLContext | None,
 ) -> tuple[asyncio.Transport, asyncio.Protocol]:
-    """Open the connection the options describe.
+    """Open a connection to ``server`` (one of ``options.servers``) with these options.
 
     Raises:
         MQTTConnectionError: a subclass saying what failed (DNS, refused, TLS...).
     """
     loop = asyncio.get_running_loop()
+    secure = server.transport in ("tls", "wss") or options.ssl_context is not None
+    ssl_context = ssl_context if secure else None
     try:
-        if options.transport == "unix":
-            assert options.path is not None
+        if server.transport == "unix":
+            assert server.path is not None
             transport, protocol = await loop.create_unix_connection(
                 protocol_factory,
-                options.path,
+                server.path,
                 ssl=ssl_context,
                 server_hostname=(options.server_hostname or "localhost") if ssl_context else None,
             )
         else:
-            assert options.port is not None  # set by the options layer
             server_hostname = None
             if ssl_context is not None:
-                server_hostname = options.server_hostname or options.host
+                server_hostname = options.server_hostname or server.host
             factory = protocol_factory
-            if options.transport in ("ws", "wss"):
-                factory = _websocket_factory(options, protocol_factory)
+            if server.transport in ("ws", "wss"):
+                factory = _websocket_factory(options, server, protocol_factory)
             transport, protocol = await _connect_tcp(
-                loop, factory, options.host, options.port, ssl_context, server_hostname
+                loop, factory, server.host, server.port, ssl_context, server_hostname
             )
             if isinstance(protocol, WebSocketAdapter):
                 try:
@@ -100,19 +103,19 @@ async def open_transport(
                 assert protocol.transport is not None
                 return protocol.transport, protocol.inner
     except (OSError, ssl.SSLError) as exc:
-        raise map_connect_error(exc, options) from exc
+        raise map_connect_error(exc, server) from exc
     return transport, protocol
 
 
 def _websocket_factory(
-    options: ClientOptions, protocol_factory: Callable[[], asyncio.Protocol]
+    options: ClientOptions, server: Server, protocol_factory: Callable[[], asyncio.Protocol]
 ) -> Callable[[], asyncio.Protocol]:
-    host = options.host
+    host = server.host
     if ":" in host:
         host = f"[{host}]"  # an IPv6 literal
-    if options.port != DEFAULT_PORTS[options.transport]:
-        host = f"{host}:{options.port}"
-    path = options.path or "/mqtt"
+    if server.port != DEFAULT_PORTS[server.transport]:
+        host = f"{host}:{server.port}"
+    path = server.path or options.path or "/mqtt"
     return lambda: WebSocketAdapter(protocol_factory(), host, path)
 
 
@@ -199,9 +202,9 @@ async def _resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> lis
     return await future
 
 
-def map_connect_error(exc: BaseException, options: ClientOptions) -> MQTTError:
-    """The mqttkit error for an exception raised while opening a connection."""
-    where = options.url
+def map_connect_error(exc: BaseException, server: Server) -> MQTTError:
+    """The mqttkit error for an exception raised while opening a connection to ``server``."""
+    where = server.url
     if isinstance(exc, MQTTError):
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -211,7 +214,7 @@ def map_connect_error(exc: BaseException, options: ClientOptions) -> MQTTError:
     if isinstance(exc, ssl.SSLError):
         return TLSError(f"TLS handshake with {where} failed: {exc.reason or exc}")
     if isinstance(exc, socket.gaierror):
-        return HostNotFoundError(f"cannot resolve host {options.host!r}: {exc.strerror or exc}")
+        return HostNotFoundError(f"cannot resolve host {server.host!r}: {exc.strerror or exc}")
     if isinstance(exc, OSError):
         if exc.errno in _UNREACHABLE or isinstance(exc, ConnectionRefusedError):
             return ServerNotFoundError(

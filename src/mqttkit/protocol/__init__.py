@@ -56,6 +56,7 @@ __all__ = [
     "QoS",
     "QueueFullError",
     "ReasonCode",
+    "RedirectError",
     "ServerDisconnectError",
     "ServerNotFoundError",
     "SessionConfig",

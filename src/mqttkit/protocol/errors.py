@@ -25,7 +25,8 @@ The tree::
     │   ├── ConnectRefusedError        CONNACK with a failure code (``reason_code``)
     │   ├── KeepaliveTimeoutError      no answer to PINGREQ in time: the link is dead
     │   ├── ConnectionLostError        the transport closed under us
-    │   └── ServerDisconnectError      MQTT 5 DISCONNECT from the server (``reason_code``)
+    │   ├── ServerDisconnectError      MQTT 5 DISCONNECT from the server (``reason_code``)
+    │   └── RedirectError              a redirection (0x9C, 0x9D) that cannot be followed
     ├── OperationError                 the broker refused an operation (``reason_code``)
     │   ├── PublishError               PUBACK / PUBREC with a failure reason code
     │   ├── SubscribeError             SUBACK with a failure for every requested filter
@@ -77,6 +78,7 @@ __all__ = [
     "PublishError",
     "QueueFullError",
     "ReasonCode",
+    "RedirectError",
     "ServerDisconnectError",
     "ServerNotFoundError",
     "StoreError",
@@ -262,13 +264,23 @@ class ConnectRefusedError(MQTTConnectionError):
     Attributes:
         reason_code: the CONNACK return code (MQTT 3.x: 1-5) or reason code (MQTT 5: >= 0x80).
         protocol_version: the protocol level that code belongs to.
+        server_reference: MQTT 5: the Server Reference property (with reason 0x9C "use another
+            server" or 0x9D "server moved": where to connect instead), or None.
     """
 
-    def __init__(self, reason_code: int, protocol_version: int, message: str = "") -> None:
+    def __init__(
+        self,
+        reason_code: int,
+        protocol_version: int,
+        message: str = "",
+        server_reference: str | None = None,
+    ) -> None:
         text = message or reason_name(reason_code, protocol_version)
-        super().__init__(f"{text} (code {reason_code})")
+        where = f"; server reference {server_reference!r}" if server_reference else ""
+        super().__init__(f"{text} (code {reason_code}{where})")
         self.reason_code = reason_code
         self.protocol_version = protocol_version
+        self.server_reference = server_reference
 
     @property
     def unsupported_version(self) -> bool:
@@ -310,14 +322,44 @@ class ConnectionLostError(MQTTConnectionError):
 
 
 class ServerDisconnectError(MQTTConnectionError):
-    """The server sent DISCONNECT (MQTT 5) with the given reason code."""
+    """The server sent DISCONNECT (MQTT 5) with the given reason code.
 
-    def __init__(self, reason_code: int, message: str = "") -> None:
+    Attributes:
+        reason_code: the DISCONNECT's reason code.
+        server_reference: its Server Reference property (with reason 0x9C or 0x9D: where to
+            connect instead), or None.
+    """
+
+    def __init__(
+        self, reason_code: int, message: str = "", server_reference: str | None = None
+    ) -> None:
+        where = f"; server reference {server_reference!r}" if server_reference else ""
         super().__init__(
             f"server sent DISCONNECT: {message or reason_name(reason_code)} "
-            f"(reason code 0x{reason_code:02X})"
+            f"(reason code 0x{reason_code:02X}{where})"
         )
         self.reason_code = reason_code
+        self.server_reference = server_reference
+
+
+class RedirectError(MQTTConnectionError):
+    """The server redirected the client (MQTT 5 reason 0x9C "use another server" or 0x9D
+    "server moved", in CONNACK or DISCONNECT) and the client cannot follow: no or no usable
+    Server Reference, a redirection loop, or too many in a row. The client goes on with its
+    next server. (With ``follow_redirects=False`` nothing is followed and the refusal itself is
+    reported.)
+
+    Attributes:
+        reason_code: 0x9C or 0x9D.
+        server_reference: the Server Reference it carried, or None.
+        refusal: the CONNACK refusal or server DISCONNECT that carried it.
+    """
+
+    def __init__(self, message: str, refusal: ConnectRefusedError | ServerDisconnectError) -> None:
+        super().__init__(message)
+        self.reason_code = refusal.reason_code
+        self.server_reference = refusal.server_reference
+        self.refusal = refusal
 
 
 class OperationError(MQTTError):

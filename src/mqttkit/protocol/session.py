@@ -623,8 +623,9 @@ class ClientSession:
     def _on_connack(self, packet: ConnAck, now: float) -> None:
         level = self._level
         if packet.reason_code != 0:
+            props = packet.properties
             error = ConnectRefusedError(
-                packet.reason_code, level, packet.properties.reason_string or ""
+                packet.reason_code, level, props.reason_string or "", props.server_reference
             )
             self._output.events.append(ConnectionRefused(packet, error))
             self._close(error, None, send_disconnect=False)
@@ -685,7 +686,10 @@ class ClientSession:
     def _on_disconnect(self, packet: Disconnect, now: float) -> None:
         del now
         self._output.events.append(ServerDisconnected(packet))
-        error = ServerDisconnectError(packet.reason_code, packet.properties.reason_string or "")
+        props = packet.properties
+        error = ServerDisconnectError(
+            packet.reason_code, props.reason_string or "", props.server_reference
+        )
         self._close(error, None, send_disconnect=False)
 
     def _on_auth(self, packet: Auth, now: float) -> None:

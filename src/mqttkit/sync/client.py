@@ -41,7 +41,7 @@ from typing import Any
 from .._api import auth_properties, filters_from, subscriptions_from
 from ..aio.engine import RUNNING as _ENGINE_RUNNING
 from ..aio.engine import Engine
-from ..options import ClientOptions, parse_options
+from ..options import ClientOptions, Server, parse_options
 from ..protocol import session as s
 from ..protocol.errors import StoreError, UnknownOptionError
 from ..protocol.packets import Publish
@@ -155,6 +155,13 @@ class Client(EventEmitter):
     def protocol_version(self) -> int:
         """The protocol level: 3, 4 or 5."""
         return self.options.protocol_version
+
+    @property
+    def server(self) -> Server:
+        """The server of the current connection, or of the last attempt (the first of
+        ``servers`` before any): a :class:`mqttkit.Server` (``host``, ``port``, ``transport``,
+        ``url``). The ``connect`` event passes it too, after the CONNACK."""
+        return self._engine.server
 
     # -- lifecycle -------------------------------------------------------------------------------
 
