@@ -391,6 +391,8 @@ class Client:
         self,
         host: str,
         *args: Any,
+        on_connected: Callable[..., Any] | None = None,
+        on_failed: Callable[..., Any] | None = None,
         cafile: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         connect_timeout: float | None = None,
@@ -403,6 +405,7 @@ class Client:
                 verified), ``autoreconnect`` (0/1), then ``on_connected(client)`` and
                 ``on_failed(client, reason)``; trailing numbers may be left out before the
                 functions, as in Lua.
+            on_connected, on_failed: the same callbacks by name (not both ways at once).
             cafile: CA bundle for ``secure=1`` (default: the system's trust store).
             ssl_context: a ready ``ssl.SSLContext`` for ``secure=1`` (overrides ``cafile``).
             connect_timeout: seconds for TCP, TLS, CONNECT and CONNACK together (default
@@ -440,8 +443,20 @@ class Client:
         port = 1883 if numbers[0] is None else numbers[0]
         secure = numbers[1] is not None and _flag(numbers[1], "secure")
         autoreconnect = numbers[2] is not None and _flag(numbers[2], "autoreconnect")
-        on_connected = _callable_or_none(functions[0] if functions else None, "on_connected")
-        on_failed = _callable_or_none(functions[1] if len(functions) > 1 else None, "on_failed")
+        if (on_connected is not None and functions[:1] not in ((), (None,))) or (
+            on_failed is not None and functions[1:2] not in ((), (None,))
+        ):
+            raise InvalidArgumentError(
+                "on_connected / on_failed given both by position and by name"
+            )
+        on_connected = _callable_or_none(
+            on_connected if on_connected is not None else (functions[0] if functions else None),
+            "on_connected",
+        )
+        on_failed = _callable_or_none(
+            on_failed if on_failed is not None else (functions[1] if len(functions) > 1 else None),
+            "on_failed",
+        )
         settings: dict[str, Any] = {
             "host": host,
             "port": port,

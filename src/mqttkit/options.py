@@ -278,6 +278,12 @@ _SEED_NAMES: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "path": ("path", _same),
 }
 _FIELD_NAMES: Final = frozenset(f.name for f in fields(ClientOptions))
+#: Seed names that are also keywords: a Python identifier, one meaning, the same unit.
+_SEED_KEYWORDS: Final = frozenset(
+    name
+    for name, (field_name, convert) in _SEED_NAMES.items()
+    if name.islower() and convert is _same and name not in _FIELD_NAMES
+)
 
 
 def _number(value: Any, what: str) -> float:
@@ -312,14 +318,18 @@ def parse_options(
             elif name in _FIELD_NAMES:
                 values[name] = value
             else:
-                raise UnknownOptionError(_unknown(name))
+                raise UnknownOptionError(_unknown(name, in_dict=True))
     for name, value in kwargs.items():
         if name == "ca":
             values["ca"] = value
-        elif name not in _FIELD_NAMES:
-            raise UnknownOptionError(_unknown(name))
-        else:
+        elif name in _FIELD_NAMES:
             values[name] = value
+        elif name in _SEED_KEYWORDS:
+            values[_SEED_NAMES[name][0]] = value
+        elif name in _SEED_NAMES:
+            raise UnknownOptionError(_seed_keyword_hint(name))
+        else:
+            raise UnknownOptionError(_unknown(name))
     if "transport" in values and values["transport"] in SCHEMES:
         # The seed's ``protocol`` option names a scheme ("mqtt", "mqtts", "ws"...).
         values["transport"] = SCHEMES[values["transport"]]
@@ -349,11 +359,23 @@ def parse_options(
     return _validate(opts, empty_client_id=empty_id)
 
 
-def _unknown(name: str) -> str:
-    candidates = sorted(_FIELD_NAMES | set(_SEED_NAMES))
+def _unknown(name: str, in_dict: bool = False) -> str:
+    """The message for an unknown option; a dict also takes the seed's camelCase names."""
+    candidates = sorted(_FIELD_NAMES | (set(_SEED_NAMES) if in_dict else _SEED_KEYWORDS))
     close = difflib.get_close_matches(name, candidates, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown option {name!r}{hint}"
+
+
+def _seed_keyword_hint(name: str) -> str:
+    """The message for a seed (MQTT.js) option name given as a keyword."""
+    field_name, convert = _SEED_NAMES[name]
+    unit = " (in seconds, not milliseconds)" if convert is _ms else ""
+    meaning = " (its opposite: insecure=True skips verification)" if convert is _not_bool else ""
+    return (
+        f"{name!r} is the seed's name in the options dict; as a keyword it is "
+        f"{field_name}={unit}{meaning}, or pass {{{name!r}: ...}} as the options dict"
+    )
 
 
 def _parse_url(url: str) -> dict[str, Any]:

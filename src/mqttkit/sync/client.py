@@ -36,7 +36,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 from .._api import auth_properties, filters_from, subscriptions_from
 from ..aio.engine import RUNNING as _ENGINE_RUNNING
@@ -87,10 +87,29 @@ class Client(EventEmitter):
         UnknownOptionError: an option that does not exist (named in the message).
         InvalidOptionError: a bad value.
 
-    Events: ``connect(connack)``, ``reconnect()``, ``close()``, ``offline()``, ``error(err)``,
-    ``message(topic, message, packet)``, ``end()``, ``disconnect(packet)`` (MQTT 5),
-    ``packetsend(packet)``, ``packetreceive(packet)``. Every method is safe from any thread.
+    Events: ``connect(connack, server)``, ``reconnect()``, ``close()``, ``offline()``,
+    ``error(err)``, ``message(topic, message, packet)``, ``end()``, ``disconnect(packet)``
+    (MQTT 5), ``auth(packet)`` (MQTT 5), ``dropped(packet)``, ``packetsend(packet)``,
+    ``packetreceive(packet)``; any other name raises :class:`InvalidArgumentError`. Every
+    method is safe from any thread.
     """
+
+    event_names: ClassVar[frozenset[str] | None] = frozenset(
+        {
+            "auth",
+            "close",
+            "connect",
+            "disconnect",
+            "dropped",
+            "end",
+            "error",
+            "message",
+            "offline",
+            "packetreceive",
+            "packetsend",
+            "reconnect",
+        }
+    )
 
     def __init__(
         self,

@@ -18,12 +18,15 @@ the hot path, have a fast way in of their own (:meth:`EventEmitter._emit_message
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, ClassVar, TypeVar, overload
+
+from ..protocol.errors import InvalidArgumentError
 
 __all__ = ["MAX_HELD", "EventEmitter"]
 
@@ -63,7 +66,15 @@ class _Listener:
 
 
 class EventEmitter:
-    """``on`` / ``once`` / ``off`` / ``emit``, as in Node.js, plus the hold rule."""
+    """``on`` / ``once`` / ``off`` / ``emit``, as in Node.js, plus the hold rule.
+
+    A subclass that knows every event it emits lists them in :attr:`event_names`: ``on`` and
+    ``once`` then refuse any other name (a typo such as ``"mesage"`` would otherwise wait
+    forever for an event that never comes).
+    """
+
+    #: The events this emitter emits (None: any name is accepted, as in Node.js).
+    event_names: ClassVar[frozenset[str] | None] = None
 
     def __init__(self) -> None:
         self._listeners: dict[str, tuple[_Listener, ...]] = {}
@@ -132,6 +143,13 @@ class EventEmitter:
     def _add(self, event: str, fn: Any, *, once: bool) -> Any:
         if not isinstance(event, str):
             raise TypeError(f"event name must be a str, not {type(event).__name__}")
+        names = self.event_names
+        if names is not None and event not in names:
+            close = difflib.get_close_matches(event, sorted(names), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise InvalidArgumentError(
+                f"unknown event {event!r}: {hint}the events are {', '.join(sorted(names))}"
+            )
         if not callable(fn):
             raise TypeError(f"listener must be callable, not {type(fn).__name__}")
         with self._emitter_lock:
