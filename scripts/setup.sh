@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what mqttkit's examples and tests need on a fresh Debian/Ubuntu machine:
-# the Mosquitto broker and the NATS server (each only when missing; the tests start their own
-# on free ports, never the system-wide service) and the package with its dev dependency group.
+# the Mosquitto broker, the NATS server and RabbitMQ (each only when missing; the tests start
+# their own on free ports, never the system-wide service) and the package with its dev
+# dependency group.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,13 +12,14 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 missing=()
 have mosquitto || missing+=(mosquitto)
 have nats-server || missing+=(nats-server)
+have rabbitmq-server || missing+=(rabbitmq-server)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
-  # Keep the packages from starting their system-wide services (they would take ports 1883
-  # and 4222): invoke-rc.d asks /usr/sbin/policy-rc.d, and exit status 101 means "action
-  # forbidden" (Debian's documented mechanism, /usr/share/doc/init-system-helpers/README.policy-rc.d).
+  # Keep the packages from starting their system-wide services (they would take ports 1883,
+  # 4222, 5672, 25672 and epmd's 4369): invoke-rc.d asks /usr/sbin/policy-rc.d, and exit
+  # status 101 means "action forbidden" (Debian's documented mechanism, /usr/share/doc/init-system-helpers/README.policy-rc.d).
   created_policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null

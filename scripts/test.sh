@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, then lint, types, pytest (which starts its own
-# Mosquitto brokers on free loopback ports) and a small-N run of the benchmark, which checks
-# that every workload completes with every message (it asserts no timing).
+# Mosquitto, NATS and RabbitMQ brokers on free loopback ports) and a small-N run of the
+# benchmark, which checks that every workload completes with every message (it asserts no
+# timing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev
