@@ -4,5 +4,5 @@
 # it, which prints "Hello mqtt" and exits by itself, then stops the broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh test >/dev/null
+MQTTKIT_BROKERS=mosquitto bash scripts/setup.sh test >/dev/null
 python -m mqttkit.testing run -- python examples/hello.py

@@ -9,10 +9,12 @@ cd "$(dirname "$0")/.."
 # have NAME: the binary is on $PATH or in /usr/sbin (often not on a user's $PATH).
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
+# MQTTKIT_BROKERS: the broker packages to install when missing (scripts/hello.sh needs only
+# mosquitto; the test suite needs all three).
 missing=()
-have mosquitto || missing+=(mosquitto)
-have nats-server || missing+=(nats-server)
-have rabbitmq-server || missing+=(rabbitmq-server)
+for package in ${MQTTKIT_BROKERS:-mosquitto nats-server rabbitmq-server}; do
+  have "$package" || missing+=("$package")
+done
 
 if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
