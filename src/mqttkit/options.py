@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
-from .protocol.errors import InvalidOptionError, UnknownOptionError
+from .protocol.errors import InvalidArgumentError, InvalidOptionError, UnknownOptionError
 from .protocol.packets import (
     MQTT_3_1,
     MQTT_3_1_1,
@@ -38,7 +38,14 @@ from .protocol.session import SessionConfig, normalize_payload
 from .protocol.store import Store, private_store
 from .protocol.topics import validate_topic_name
 
-__all__ = ["DEFAULT_PORTS", "ClientOptions", "Server", "parse_options", "parse_server_reference"]
+__all__ = [
+    "DEFAULT_PORTS",
+    "ClientOptions",
+    "Server",
+    "parse_disconnect",
+    "parse_options",
+    "parse_server_reference",
+]
 
 #: URL scheme -> transport.
 SCHEMES: Final = {
@@ -667,6 +674,69 @@ def parse_server_reference(reference: str, current: Server) -> list[Server]:
     if not servers:
         raise InvalidOptionError(f"the Server Reference {reference!r} names no server")
     return servers
+
+
+#: The reason codes a client may send in DISCONNECT (MQTT 5, section 3.14.2.1).
+DISCONNECT_REASONS: Final = frozenset(
+    {0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x90, 0x93, 0x94, 0x95, 0x96, 0x97, 0x98, 0x99}
+)
+#: The properties a client may send in DISCONNECT (section 3.14.2.2).
+_DISCONNECT_PROPERTIES: Final = frozenset(
+    {"session_expiry_interval", "reason_string", "user_property"}
+)
+
+
+def parse_disconnect(
+    options: ClientOptions, reason_code: Any = 0, properties: Any = None
+) -> tuple[int, Properties]:
+    """The reason code and properties of a ``close()``, checked against the MQTT 5 rules.
+
+    ``properties`` is a :class:`Properties` or a dict (MQTT.js camelCase names too).
+
+    Raises:
+        InvalidArgumentError: a reason code a client may not send, a property DISCONNECT does
+            not carry, a non-zero session expiry after a CONNECT without one
+            [MQTT-3.14.2-2], or either with MQTT 3.x (which has neither).
+    """
+    if properties is None:
+        properties = NO_PROPERTIES
+    elif isinstance(properties, Mapping):
+        try:
+            properties = _properties_from_mapping(properties)
+        except UnknownOptionError as exc:
+            raise InvalidArgumentError(str(exc)) from None
+    if not isinstance(properties, Properties):
+        raise InvalidArgumentError("close() properties must be an mqttkit.Properties or a dict")
+    if isinstance(reason_code, bool) or not isinstance(reason_code, int):
+        raise InvalidArgumentError(f"close() reason_code must be an int, not {reason_code!r}")
+    if options.protocol_version != MQTT_5:
+        if reason_code or properties:
+            raise InvalidArgumentError(
+                "a DISCONNECT reason code or properties need protocol_version=5 (MQTT 3.x "
+                "DISCONNECT carries neither)"
+            )
+        return 0, NO_PROPERTIES
+    if reason_code not in DISCONNECT_REASONS:
+        raise InvalidArgumentError(
+            f"0x{reason_code:02X} is not a reason code a client may send in DISCONNECT; use "
+            + ", ".join(f"0x{code:02X}" for code in sorted(DISCONNECT_REASONS))
+            + " (0x04: disconnect with Will message)"
+        )
+    given = {f.name for f in fields(Properties) if getattr(properties, f.name) not in (None, ())}
+    wrong = given - _DISCONNECT_PROPERTIES
+    if wrong:
+        raise InvalidArgumentError(
+            f"DISCONNECT does not carry {', '.join(sorted(wrong))}; it takes "
+            "session_expiry_interval, reason_string and user_property"
+        )
+    expiry = properties.session_expiry_interval
+    if expiry and not options.properties.session_expiry_interval:
+        raise InvalidArgumentError(
+            "a session expiry in DISCONNECT needs one in CONNECT (properties="
+            "{'session_expiry_interval': ...}): the server must refuse it otherwise "
+            "[MQTT-3.14.2-2]"
+        )
+    return reason_code, properties
 
 
 def _properties_from_mapping(mapping: Mapping[str, Any]) -> Properties:

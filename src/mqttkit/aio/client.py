@@ -26,10 +26,10 @@ from types import TracebackType
 from typing import Any
 
 from .._api import Granted, auth_properties, filters_from, granted_from, subscriptions_from
-from ..options import ClientOptions, Server, parse_options
+from ..options import ClientOptions, Server, parse_disconnect, parse_options
 from ..protocol import session as s
 from ..protocol.errors import ClientClosedError, MQTTConnectionError
-from ..protocol.packets import ConnAck, Publish
+from ..protocol.packets import ConnAck, Properties, Publish
 from .engine import Engine
 
 __all__ = ["Client"]
@@ -260,14 +260,30 @@ class Client:
         finally:
             inbox.connect_waiter = None
 
-    async def close(self, force: bool = False) -> None:
+    async def close(
+        self,
+        force: bool = False,
+        *,
+        reason_code: int = 0,
+        properties: Properties | Mapping[str, Any] | None = None,
+    ) -> None:
         """Close: wait (up to ``close_timeout``) for outstanding acknowledgements, send
-        DISCONNECT and close the connection; ``force=True`` does not wait."""
+        DISCONNECT and close the connection; ``force=True`` does not wait.
+
+        MQTT 5: the DISCONNECT carries ``reason_code`` (e.g. 0x04, "disconnect with Will
+        message") and ``properties`` (``session_expiry_interval``, ``reason_string``,
+        ``user_property``).
+
+        Raises:
+            InvalidArgumentError: a reason code or property DISCONNECT cannot carry, or either
+                with MQTT 3.x.
+        """
+        code, props = parse_disconnect(self.options, reason_code, properties)
         engine = self._engine
         if engine is None:
             return
         token = _Token(loop=engine.loop)
-        engine.close(force, token)
+        engine.close(force, token, code, props)
         await token
 
     async def __aenter__(self) -> Client:

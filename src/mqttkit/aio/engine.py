@@ -50,7 +50,15 @@ from ..protocol.errors import (
     ServerDisconnectError,
     StoreError,
 )
-from ..protocol.packets import MQTT_3_1_1, MQTT_5, Auth, ConnAck, Properties, Publish
+from ..protocol.packets import (
+    MQTT_3_1_1,
+    MQTT_5,
+    NO_PROPERTIES,
+    Auth,
+    ConnAck,
+    Properties,
+    Publish,
+)
 from ..protocol.store import MemoryStore
 from .servers import Next, ServerRotation
 from .transport import make_ssl_context, map_connect_error, map_lost_error, open_transport
@@ -216,6 +224,8 @@ class Engine:
         # Called once the session has nothing pending (flush(), graceful close).
         self._drain_waiters: list[Callable[[], None]] = []
         self._close_tokens: list[Token] = []
+        # The reason code and properties of the DISCONNECT a close() sends (MQTT 5).
+        self._disconnect_with: tuple[int, Properties] = (0, NO_PROPERTIES)
         self._batching = False  # in run_batch()
         self._dispatching = False  # in _process_events(), calling the listener
         self._stop_reconnecting = False
@@ -325,6 +335,7 @@ class Engine:
         self.state = _RUNNING
         self.stop_error = None
         self._stop_reconnecting = False
+        self._disconnect_with = (0, NO_PROPERTIES)
         self._run_task = self.loop.create_task(self._run())
 
     # Two ways in for a publish, on purpose: publish() is the one entry (it takes this fast
@@ -476,11 +487,20 @@ class Engine:
         else:
             self.start()
 
-    def close(self, force: bool = False, token: Token | None = None) -> None:
+    def close(
+        self,
+        force: bool = False,
+        token: Token | None = None,
+        reason_code: int = 0,
+        properties: Properties = NO_PROPERTIES,
+    ) -> None:
         """Close the client: gracefully (wait for outstanding acks, bounded by
-        ``close_timeout``, then DISCONNECT) or at once with ``force``."""
+        ``close_timeout``, then DISCONNECT) or at once with ``force``. MQTT 5: the DISCONNECT
+        carries ``reason_code`` and ``properties`` (checked by ``options.parse_disconnect``)."""
         if token is not None:
             self._close_tokens.append(token)
+        if reason_code or properties:
+            self._disconnect_with = (reason_code, properties)
         if self.state in (_IDLE, _CLOSED):
             self.state = _CLOSED
             if self.session.pending:  # queued before connect(), or after it stopped
@@ -663,7 +683,7 @@ class Engine:
         had_connection = self._protocol is not None
         if self.session.connected:
             now = self.loop.time()
-            self.session.disconnect(now)
+            self.session.disconnect(now, *self._disconnect_with)
             self._added(now)
         protocol = self._protocol
         if protocol is not None and protocol.transport is not None:

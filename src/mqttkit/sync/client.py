@@ -41,10 +41,10 @@ from typing import Any, ClassVar
 from .._api import auth_properties, filters_from, subscriptions_from
 from ..aio.engine import RUNNING as _ENGINE_RUNNING
 from ..aio.engine import Engine
-from ..options import ClientOptions, Server, parse_options
+from ..options import ClientOptions, Server, parse_disconnect, parse_options
 from ..protocol import session as s
-from ..protocol.errors import StoreError, UnknownOptionError
-from ..protocol.packets import Publish
+from ..protocol.errors import InvalidArgumentError, StoreError, UnknownOptionError
+from ..protocol.packets import Properties, Publish
 from ..protocol.store import MemoryStore, is_private
 from .dispatch import CALL, Dispatcher, LoopListener
 from .events import EventEmitter
@@ -201,23 +201,59 @@ class Client(EventEmitter):
         return self
 
     def close(
-        self, force: bool | Callable[..., Any] = False, callback: Callable[..., Any] | None = None
+        self,
+        force: bool | Mapping[str, Any] | Callable[..., Any] = False,
+        options: Mapping[str, Any] | Callable[..., Any] | None = None,
+        callback: Callable[..., Any] | None = None,
+        *,
+        reason_code: int = 0,
+        properties: Properties | Mapping[str, Any] | None = None,
     ) -> Handle:
         """Close the client: send what is queued and wait for outstanding acknowledgements
         (at most ``close_timeout`` seconds), then DISCONNECT; ``force=True`` closes at once.
 
+        As MQTT.js's ``end([force], [options], [callback])``: each argument may be left out.
+
         Args:
-            force: close without waiting. A callable here is taken as ``callback``.
+            force: close without waiting. A callable here is taken as ``callback``, a dict as
+                ``options``.
+            options: MQTT.js's ``{"reasonCode": ..., "properties": {...}}``.
             callback: ``callback()`` once closed.
+            reason_code: MQTT 5: the DISCONNECT's reason code, e.g. 0x04 "disconnect with Will
+                message" (the broker publishes the Will all the same).
+            properties: MQTT 5: the DISCONNECT's ``session_expiry_interval`` (a new expiry for
+                the session, if CONNECT had one), ``reason_string``, ``user_property``.
 
         Returns:
             A :class:`Handle` that completes when the client is closed. Non-blocking: safe to
             call from a listener.
+
+        Raises:
+            InvalidArgumentError: a reason code or property DISCONNECT cannot carry, or either
+                with MQTT 3.x.
         """
-        if callable(force):
+        if isinstance(force, Mapping):  # end(options[, callback])
+            if callable(options):
+                callback = options
+            options = force
+            force = False
+        elif callable(force):
             callback, force = force, False
+        if callable(options):
+            callback, options = options, None
+        if options is not None:
+            if not isinstance(options, Mapping):
+                raise InvalidArgumentError("close() options must be a dict")
+            unknown = set(options) - {"reasonCode", "properties"}
+            if unknown:
+                raise InvalidArgumentError(
+                    f"unknown close() option(s) {sorted(unknown)}; use reasonCode, properties"
+                )
+            reason_code = options.get("reasonCode", reason_code)
+            properties = options.get("properties", properties)
+        code, props = parse_disconnect(self.options, reason_code, properties)
         handle = Handle(_CLOSE, callback, self._loop_listener)
-        self._submit(self._engine.close, bool(force), handle)
+        self._submit(self._engine.close, bool(force), handle, code, props)
         return handle
 
     end = close
