@@ -736,14 +736,23 @@ class NatsServer(_ServerProcess):
     MQTT port) are chosen on the first :meth:`start` and kept by :meth:`restart`; the JetStream
     store survives it too, so kept sessions (``clean=False``) and retained messages do.
 
+    With ``cluster_name`` the server is one node of a NATS cluster: it also listens for routes
+    on a third port (:attr:`cluster_port`), connects to ``routes``, and runs JetStream in
+    clustered mode.
+
     Args:
-        server_name: NATS's ``server_name`` (JetStream requires one).
+        server_name: NATS's ``server_name`` (JetStream requires one; unique in a cluster).
         max_memory_store: JetStream's memory limit, in NATS units (``"256MB"``).
         max_file_store: JetStream's disk limit for the private store directory (``"1GB"``).
         debug: log debug and protocol trace lines (every MQTT packet) as well.
         mqtt_config: lines inserted verbatim into the ``mqtt { ... }`` block (for example
             ``'ack_wait: "5s"'`` or ``"max_ack_pending: 100"``).
         extra_config: appended verbatim at the top level of the generated configuration.
+        cluster_name: the NATS cluster to form or join; None (the default): a standalone server.
+        cluster_port: the route port to try first (a free one is chosen when None or taken);
+            needs ``cluster_name``.
+        routes: the other nodes' route URLs (``nats-route://127.0.0.1:<port>``); read at every
+            start, so a change applies from the next start (or restart) on.
         executable: the nats-server binary; found on ``$PATH`` or in ``/usr/sbin`` by default.
         startup_timeout: seconds to wait for the server to accept MQTT connections.
     """
@@ -761,18 +770,26 @@ class NatsServer(_ServerProcess):
         debug: bool = False,
         mqtt_config: str = "",
         extra_config: str = "",
+        cluster_name: str | None = None,
+        cluster_port: int | None = None,
+        routes: Sequence[str] = (),
         executable: str | None = None,
         startup_timeout: float = 15.0,
     ) -> None:
+        if cluster_name is None and (cluster_port is not None or routes):
+            raise ValueError("cluster_port and routes need a cluster_name")
         self.server_name = server_name
         self.max_memory_store = max_memory_store
         self.max_file_store = max_file_store
         self.debug = debug
         self.mqtt_config = mqtt_config
         self.extra_config = extra_config
+        self.cluster_name = cluster_name
+        self.routes = list(routes)
         self.executable = executable
         self.startup_timeout = startup_timeout
 
+        self._preferred_cluster_port = cluster_port
         self._dir: Path | None = None
         self._ports: dict[str, int] = {}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -785,6 +802,21 @@ class NatsServer(_ServerProcess):
     def host(self) -> str:
         """The address every listener is bound to: ``127.0.0.1``."""
         return LOOPBACK
+
+    @property
+    def cluster_port(self) -> int:
+        """The route port (needs ``cluster_name``); before the first start, the preferred one."""
+        if self.cluster_name is None:
+            raise RuntimeError("this NATS server is not a cluster node (no cluster_name)")
+        port = self._ports.get("cluster", self._preferred_cluster_port)
+        if port is None:
+            raise RuntimeError("the NATS server has not been started yet")
+        return port
+
+    @property
+    def route_url(self) -> str:
+        """``nats-route://127.0.0.1:<cluster_port>``: what the other nodes list in ``routes``."""
+        return f"nats-route://{LOOPBACK}:{self.cluster_port}"
 
     def _port(self, name: str) -> int:
         try:
@@ -882,20 +914,30 @@ class NatsServer(_ServerProcess):
 
     def __repr__(self) -> str:
         state = f"mqtt_port={self._ports.get('mqtt')}" if self._ports else "not started"
+        if self.cluster_name is not None:
+            state = f"{self.server_name!r} {state}"
         return f"<NatsServer {state} running={self.running}>"
 
     # -- internals -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _choose_ports() -> dict[str, int]:
-        # Hold both sockets until both are chosen, so the ports differ from each other.
-        with (
-            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client,
-            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as mqtt,
-        ):
-            client.bind((LOOPBACK, 0))
-            mqtt.bind((LOOPBACK, 0))
-            return {"client": client.getsockname()[1], "mqtt": mqtt.getsockname()[1]}
+    def _choose_ports(self) -> dict[str, int]:
+        # Hold every socket until all are chosen, so the ports differ from each other (and
+        # from the preferred route port, which is held too while it is free).
+        names = ["client", "mqtt"] if self.cluster_name is None else ["cluster", "client", "mqtt"]
+        socks = []
+        try:
+            for name in names:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                if name == "cluster" and self._preferred_cluster_port is not None:
+                    with contextlib.suppress(OSError):
+                        sock.bind((LOOPBACK, self._preferred_cluster_port))
+                        continue
+                sock.bind((LOOPBACK, 0))
+            return {name: s.getsockname()[1] for name, s in zip(names, socks, strict=True)}
+        finally:
+            for sock in socks:
+                sock.close()
 
     def _config_text(self) -> str:
         # Strings are written as JSON strings: NATS's configuration format accepts them.
@@ -916,6 +958,15 @@ class NatsServer(_ServerProcess):
             *(f"  {line}" for line in self.mqtt_config.splitlines()),
             "}",
         ]
+        if self.cluster_name is not None:
+            cluster_listen = f"{LOOPBACK}:{self._ports['cluster']}"
+            lines += [
+                "cluster {",
+                f"  name: {json.dumps(self.cluster_name)}",
+                f"  listen: {json.dumps(cluster_listen)}",
+                f"  routes: {json.dumps(self.routes)}",
+                "}",
+            ]
         if self.debug:
             lines += ["debug: true", "trace: true"]
         if self.extra_config:
@@ -938,13 +989,20 @@ class NatsServer(_ServerProcess):
         )
         self._proc = proc
         _LIVE.add(self)
-        listening = f"Listening for MQTT clients on mqtt://{LOOPBACK}:{self.mqtt_port}"
+        expected = [
+            f"Listening for MQTT clients on mqtt://{LOOPBACK}:{self.mqtt_port}",
+            _NATS_READY,
+        ]
+        if self.cluster_name is not None:
+            # The route port opens after "Server is ready"; a server that cannot bind it exits.
+            expected.append(f"Listening for route connections on {LOOPBACK}:{self.cluster_port}")
         deadline = time.monotonic() + self.startup_timeout
         delay = 0.005
         # Bounded poll: at most startup_timeout seconds, checking every few milliseconds.
         # Ready means: the log says the MQTT listener is open and the server is ready (the
         # MQTT port opens before the client port, so a port that accepts is not enough: the
-        # server may still die on the next bind), and the MQTT port accepts.
+        # server may still die on the next bind; a cluster node also needs its route port),
+        # and the MQTT port accepts.
         for _ in range(100_000):
             try:
                 proc.wait(timeout=delay)
@@ -961,10 +1019,8 @@ class NatsServer(_ServerProcess):
                     f"nats-server exited with status {proc.returncode} during startup", new_log
                 )
             new_log = self._log_since(offset)
-            if (
-                listening in new_log
-                and _NATS_READY in new_log
-                and _port_accepts(LOOPBACK, self.mqtt_port)
+            if all(line in new_log for line in expected) and _port_accepts(
+                LOOPBACK, self.mqtt_port
             ):
                 return
             if time.monotonic() > deadline:
