@@ -600,12 +600,12 @@ def test_nats_port_taken_is_retried(monkeypatch: pytest.MonkeyPatch, which: str)
         original = NatsServer._choose_ports
         calls: list[int] = []
 
-        def choose() -> dict[str, int]:
+        def choose(self: NatsServer) -> dict[str, int]:
             calls.append(1)
-            ports = original()
+            ports = original(self)
             return {**ports, which: taken} if len(calls) == 1 else ports
 
-        monkeypatch.setattr(NatsServer, "_choose_ports", staticmethod(choose))
+        monkeypatch.setattr(NatsServer, "_choose_ports", choose)
         with NatsServer() as server:
             assert len(calls) == 2
             assert taken not in (server.client_port, server.mqtt_port)

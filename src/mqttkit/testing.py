@@ -6,15 +6,16 @@ persistence, limits, logging) into a private temporary directory, picks free por
 127.0.0.1 (never 1883), waits until the broker accepts connections and reports its log when it
 does not. :class:`NatsServer` does the same for a second, very different broker: a NATS server
 with its MQTT gateway (MQTT 3.1.1 only, QoS 0/1, JetStream-backed sessions), and
-:class:`RabbitMQServer` for a third: a RabbitMQ node with its MQTT plugin (MQTT 3.1 and 3.1.1,
-QoS 0/1, sessions as durable queues), private down to its own ``epmd`` and Erlang cookie. It
-also registers the fixtures ``mosquitto``, ``mosquitto_factory``, ``mosquitto_auth``,
-``nats_server``, ``nats_server_factory``, ``rabbitmq_server`` and ``rabbitmq_server_factory``
-as a pytest plugin (entry point ``pytest11``).
+:class:`NatsCluster` runs several of them as one cluster whose sessions survive a node's death,
+and :class:`RabbitMQServer` runs a third broker: a RabbitMQ node with its MQTT plugin (MQTT 3.1
+and 3.1.1, QoS 0/1, sessions as durable queues), private down to its own ``epmd`` and Erlang
+cookie. It also registers the fixtures ``mosquitto``, ``mosquitto_factory``,
+``mosquitto_auth``, ``nats_server``, ``nats_server_factory``, ``nats_cluster``,
+``nats_cluster_factory``, ``rabbitmq_server`` and ``rabbitmq_server_factory`` as a pytest
+plugin (entry point ``pytest11``).
 
 It must import wherever pytest runs, with or without Mosquitto, NATS or RabbitMQ installed, and
-it must not
-import the rest of mqttkit: a broken client must not break the tools that test it. pytest itself
+it must not import the rest of mqttkit: a broken client must not break the tools that test it. pytest itself
 is optional: without it the fixtures are simply not defined. A test that needs a broker and
 cannot find it *fails* with the install command; it never skips.
 """
@@ -29,6 +30,7 @@ import json
 import os
 import re
 import secrets
+import selectors
 import shutil
 import signal
 import socket
@@ -49,6 +51,7 @@ __all__ = [
     "MosquittoBroker",
     "MosquittoError",
     "MosquittoNotFoundError",
+    "NatsCluster",
     "NatsServer",
     "NatsServerError",
     "NatsServerNotFoundError",
@@ -760,14 +763,23 @@ class NatsServer(_ServerProcess):
     MQTT port) are chosen on the first :meth:`start` and kept by :meth:`restart`; the JetStream
     store survives it too, so kept sessions (``clean=False``) and retained messages do.
 
+    With ``cluster_name`` the server is one node of a NATS cluster (see :class:`NatsCluster`,
+    which builds whole clusters): it also listens for routes on a third port
+    (:attr:`cluster_port`), connects to ``routes``, and runs JetStream in clustered mode.
+
     Args:
-        server_name: NATS's ``server_name`` (JetStream requires one).
+        server_name: NATS's ``server_name`` (JetStream requires one; unique in a cluster).
         max_memory_store: JetStream's memory limit, in NATS units (``"256MB"``).
         max_file_store: JetStream's disk limit for the private store directory (``"1GB"``).
         debug: log debug and protocol trace lines (every MQTT packet) as well.
         mqtt_config: lines inserted verbatim into the ``mqtt { ... }`` block (for example
             ``'ack_wait: "5s"'`` or ``"max_ack_pending: 100"``).
         extra_config: appended verbatim at the top level of the generated configuration.
+        cluster_name: the NATS cluster to form or join; None (the default): a standalone server.
+        cluster_port: the route port to try first (a free one is chosen when None or taken);
+            needs ``cluster_name``.
+        routes: the other nodes' route URLs (``nats-route://127.0.0.1:<port>``); read at every
+            start, so a change applies from the next start (or restart) on.
         executable: the nats-server binary; found on ``$PATH`` or in ``/usr/sbin`` by default.
         startup_timeout: seconds to wait for the server to accept MQTT connections.
     """
@@ -785,18 +797,26 @@ class NatsServer(_ServerProcess):
         debug: bool = False,
         mqtt_config: str = "",
         extra_config: str = "",
+        cluster_name: str | None = None,
+        cluster_port: int | None = None,
+        routes: Sequence[str] = (),
         executable: str | None = None,
         startup_timeout: float = 15.0,
     ) -> None:
+        if cluster_name is None and (cluster_port is not None or routes):
+            raise ValueError("cluster_port and routes need a cluster_name")
         self.server_name = server_name
         self.max_memory_store = max_memory_store
         self.max_file_store = max_file_store
         self.debug = debug
         self.mqtt_config = mqtt_config
         self.extra_config = extra_config
+        self.cluster_name = cluster_name
+        self.routes = list(routes)
         self.executable = executable
         self.startup_timeout = startup_timeout
 
+        self._preferred_cluster_port = cluster_port
         self._dir: Path | None = None
         self._ports: dict[str, int] = {}
         self._proc: subprocess.Popen[bytes] | None = None
@@ -809,6 +829,21 @@ class NatsServer(_ServerProcess):
     def host(self) -> str:
         """The address every listener is bound to: ``127.0.0.1``."""
         return LOOPBACK
+
+    @property
+    def cluster_port(self) -> int:
+        """The route port (needs ``cluster_name``); before the first start, the preferred one."""
+        if self.cluster_name is None:
+            raise RuntimeError("this NATS server is not a cluster node (no cluster_name)")
+        port = self._ports.get("cluster", self._preferred_cluster_port)
+        if port is None:
+            raise RuntimeError("the NATS server has not been started yet")
+        return port
+
+    @property
+    def route_url(self) -> str:
+        """``nats-route://127.0.0.1:<cluster_port>``: what the other nodes list in ``routes``."""
+        return f"nats-route://{LOOPBACK}:{self.cluster_port}"
 
     def _port(self, name: str) -> int:
         try:
@@ -906,20 +941,30 @@ class NatsServer(_ServerProcess):
 
     def __repr__(self) -> str:
         state = f"mqtt_port={self._ports.get('mqtt')}" if self._ports else "not started"
+        if self.cluster_name is not None:
+            state = f"{self.server_name!r} {state}"
         return f"<NatsServer {state} running={self.running}>"
 
     # -- internals -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _choose_ports() -> dict[str, int]:
-        # Hold both sockets until both are chosen, so the ports differ from each other.
-        with (
-            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client,
-            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as mqtt,
-        ):
-            client.bind((LOOPBACK, 0))
-            mqtt.bind((LOOPBACK, 0))
-            return {"client": client.getsockname()[1], "mqtt": mqtt.getsockname()[1]}
+    def _choose_ports(self) -> dict[str, int]:
+        # Hold every socket until all are chosen, so the ports differ from each other (and
+        # from the preferred route port, which is held too while it is free).
+        names = ["client", "mqtt"] if self.cluster_name is None else ["cluster", "client", "mqtt"]
+        socks = []
+        try:
+            for name in names:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                if name == "cluster" and self._preferred_cluster_port is not None:
+                    with contextlib.suppress(OSError):
+                        sock.bind((LOOPBACK, self._preferred_cluster_port))
+                        continue
+                sock.bind((LOOPBACK, 0))
+            return {name: s.getsockname()[1] for name, s in zip(names, socks, strict=True)}
+        finally:
+            for sock in socks:
+                sock.close()
 
     def _config_text(self) -> str:
         # Strings are written as JSON strings: NATS's configuration format accepts them.
@@ -940,6 +985,15 @@ class NatsServer(_ServerProcess):
             *(f"  {line}" for line in self.mqtt_config.splitlines()),
             "}",
         ]
+        if self.cluster_name is not None:
+            cluster_listen = f"{LOOPBACK}:{self._ports['cluster']}"
+            lines += [
+                "cluster {",
+                f"  name: {json.dumps(self.cluster_name)}",
+                f"  listen: {json.dumps(cluster_listen)}",
+                f"  routes: {json.dumps(self.routes)}",
+                "}",
+            ]
         if self.debug:
             lines += ["debug: true", "trace: true"]
         if self.extra_config:
@@ -962,13 +1016,20 @@ class NatsServer(_ServerProcess):
         )
         self._proc = proc
         _LIVE.add(self)
-        listening = f"Listening for MQTT clients on mqtt://{LOOPBACK}:{self.mqtt_port}"
+        expected = [
+            f"Listening for MQTT clients on mqtt://{LOOPBACK}:{self.mqtt_port}",
+            _NATS_READY,
+        ]
+        if self.cluster_name is not None:
+            # The route port opens after "Server is ready"; a server that cannot bind it exits.
+            expected.append(f"Listening for route connections on {LOOPBACK}:{self.cluster_port}")
         deadline = time.monotonic() + self.startup_timeout
         delay = 0.005
         # Bounded poll: at most startup_timeout seconds, checking every few milliseconds.
         # Ready means: the log says the MQTT listener is open and the server is ready (the
         # MQTT port opens before the client port, so a port that accepts is not enough: the
-        # server may still die on the next bind), and the MQTT port accepts.
+        # server may still die on the next bind; a cluster node also needs its route port),
+        # and the MQTT port accepts.
         for _ in range(100_000):
             try:
                 proc.wait(timeout=delay)
@@ -985,10 +1046,8 @@ class NatsServer(_ServerProcess):
                     f"nats-server exited with status {proc.returncode} during startup", new_log
                 )
             new_log = self._log_since(offset)
-            if (
-                listening in new_log
-                and _NATS_READY in new_log
-                and _port_accepts(LOOPBACK, self.mqtt_port)
+            if all(line in new_log for line in expected) and _port_accepts(
+                LOOPBACK, self.mqtt_port
             ):
                 return
             if time.monotonic() > deadline:
@@ -1573,6 +1632,352 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# A cluster of NATS servers, the MQTT gateway on each node
+# ---------------------------------------------------------------------------------------------
+
+#: What a cluster node logs once the JetStream meta group has a leader (itself or another).
+_NATS_META_LEADER: Final = re.compile(
+    r"Self is new JetStream cluster metadata leader|JetStream cluster new metadata leader"
+)
+
+#: The longest one readiness probe waits for its CONNACK: the gateway gives up on a JetStream
+#: request after 4 s and then closes the connection, so a probe hardly ever waits that long.
+_PROBE_TIMEOUT: Final = 5.0
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that were free on the loopback a moment ago."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _kept_session_connect(client_id: str) -> bytes:
+    """An MQTT 3.1.1 CONNECT, encoded by hand (this module imports nothing of mqttkit): clean
+    session off, keepalive 60 s."""
+    ident = client_id.encode()
+    body = b"\x00\x04MQTT\x04\x00\x00\x3c" + len(ident).to_bytes(2, "big") + ident
+    if len(body) > 127:
+        raise ValueError(f"client id too long for a probe: {client_id!r}")
+    return bytes([0x10, len(body)]) + body
+
+
+def _connack_codes(targets: dict[int, str], timeout: float) -> dict[int, int | None]:
+    """Send a CONNECT (clean session off) to every MQTT port of ``targets`` (port -> client id)
+    at once, and return each port's CONNACK return code: None when the port refused the
+    connection, closed it or did not answer within ``timeout`` seconds. An accepted session is
+    ended with a DISCONNECT; it stays in the broker (kept session, no subscriptions)."""
+    codes: dict[int, int | None] = dict.fromkeys(targets)
+    received = dict.fromkeys(targets, b"")
+    deadline = time.monotonic() + timeout
+    socks: dict[int, socket.socket] = {}
+    try:
+        with selectors.DefaultSelector() as selector:
+            for port, client_id in targets.items():
+                try:
+                    sock = socket.create_connection((LOOPBACK, port), timeout=min(timeout, 1.0))
+                except OSError:
+                    continue
+                socks[port] = sock
+                try:
+                    sock.sendall(_kept_session_connect(client_id))
+                except OSError:
+                    continue
+                sock.setblocking(False)
+                selector.register(sock, selectors.EVENT_READ, port)
+            # Bounded: it ends by time, or once every port answered or closed.
+            for _ in range(100_000):
+                remaining = deadline - time.monotonic()
+                if not selector.get_map() or remaining <= 0:
+                    break
+                for key, _events in selector.select(remaining):
+                    port = key.data
+                    sock = socks[port]
+                    try:
+                        data = sock.recv(4 - len(received[port]))
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        data = b""
+                    received[port] += data
+                    if data and len(received[port]) < 4:
+                        continue
+                    selector.unregister(sock)
+                    frame = received[port]
+                    if len(frame) == 4 and frame[:2] == b"\x20\x02":  # CONNACK
+                        codes[port] = frame[3]
+                    if codes[port] == 0:
+                        with contextlib.suppress(OSError):
+                            sock.send(b"\xe0\x00")  # DISCONNECT
+    finally:
+        for sock in socks.values():
+            sock.close()
+    return codes
+
+
+class NatsCluster:
+    """A cluster of real NATS servers on free loopback ports, each with its MQTT gateway, and
+    JetStream in clustered mode: the MQTT sessions, QoS 1 messages and retained messages live
+    in streams replicated on ``stream_replicas`` nodes (all three of the default cluster), so
+    one node's death loses neither sessions nor JetStream's quorum.
+
+    The nodes are :class:`NatsServer` objects (:attr:`nodes`), each with its own directory,
+    ports (client, MQTT, routes), ``server_name`` and JetStream store; each routes to all the
+    others. Kill, stop and start them one by one: ``node.start()`` after ``node.kill()`` brings
+    the node back on the same ports with its store, and it rejoins the cluster. Use
+    :meth:`wait_ready` after that before counting on its MQTT gateway.
+
+    Facts about nats-server 2.9.10 this class relies on (measured on a loaded test machine,
+    pinned by ``tests/brokers/test_nats_cluster.py``):
+
+    * Each node needs a unique ``server_name``, the same cluster ``name``, a route port and
+      ``routes`` to the others (nats-server refuses clustered JetStream without routes, hence
+      at least 2 nodes), and a JetStream store of its own.
+    * ``mqtt { stream_replicas: 3 }`` is needed: without it the gateway chose R2 (from the
+      servers it saw at that moment), and R2 loses its quorum with one node. The consumers
+      (one per kept QoS 1 subscription) inherit the stream's replicas (``consumer_replicas``
+      and ``consumer_memory_storage`` are accepted too; not set here).
+    * The first MQTT CONNECT creates the streams through the JetStream meta leader. Sent before
+      one is elected (0.2-0.6 s after the start), the request is lost: the gateway waits 4 s
+      (its fixed JetStream timeout), logs "unable to connect: ... timeout", and closes the
+      connection without a CONNACK. :meth:`start` therefore waits for the meta leader in every
+      node's log, then connects to the first node alone (it creates the three R3 streams,
+      elections included: 1.4-2.2 s), then to the others together (each creates its own R3
+      consumer of the retained messages: 0.4-0.8 s). First connects on all nodes at once race,
+      and one of them usually fails after 4 s. The whole start takes 2.4-3.6 s.
+    * A node's SIGKILL costs each R3 group it led (stream or consumer) an election of about
+      4-8 s. Meanwhile a QoS 1 PUBLISH to be stored in a leaderless stream gets no PUBACK: the
+      gateway waits 4 s, then closes the publisher's connection (reconnect and resend: 8.2 s
+      after the kill when ``$MQTT_msgs`` was led by the dead node, else at once); a CONNECT
+      needing a leaderless stream fails the same way. A kept session resumes on another node
+      as soon as ``$MQTT_sess`` has a leader (at once; 8.2 s when the dead node led it):
+      CONNACK with session present, its subscriptions restored, and the messages stored
+      meanwhile delivered once its consumer has a leader (4.5-8.2 s after the kill).
+    * A node restarted after a SIGKILL rejoins on its ports with its store; its gateway
+      accepted sessions 0.1-12.5 s later (elections still running fail CONNECTs after 4 s
+      each): :meth:`wait_ready` waits for it.
+    * Session takeover works across nodes: a CONNECT with a client id connected on another
+      node makes that node close the old connection at once ("Closing because a remote
+      connection has started with the same client ID").
+
+    Args:
+        size: the number of nodes.
+        cluster_name: NATS's cluster name; the nodes are named ``<cluster_name>-<index>``.
+        stream_replicas: replicas of the MQTT streams; default ``min(size, 3)``.
+        debug: log debug and protocol trace lines on every node.
+        mqtt_config: lines added to every node's ``mqtt { ... }`` block (after
+            ``stream_replicas``).
+        extra_config: appended verbatim at the top level of every node's configuration.
+        executable: the nats-server binary; found on ``$PATH`` or in ``/usr/sbin`` by default.
+        startup_timeout: seconds :meth:`start` may take, elections included.
+    """
+
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        cluster_name: str = "mqttkit",
+        stream_replicas: int | None = None,
+        debug: bool = False,
+        mqtt_config: str = "",
+        extra_config: str = "",
+        executable: str | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        if size < 2:
+            # nats-server refuses clustered JetStream without routes to another node.
+            raise ValueError(f"a NATS cluster needs at least 2 nodes, not {size}")
+        replicas = min(size, 3) if stream_replicas is None else stream_replicas
+        if not 1 <= replicas <= size:
+            raise ValueError(f"stream_replicas must be between 1 and the size ({size})")
+        self.cluster_name = cluster_name
+        self.stream_replicas = replicas
+        self.executable = executable
+        self.startup_timeout = startup_timeout
+        # The route ports are chosen now, all at once (so they differ), for every node to know
+        # the others' before any starts; a node finding its own taken at start takes another,
+        # and the nodes started before it learn that one when it connects to them.
+        self.nodes: list[NatsServer] = [
+            NatsServer(
+                server_name=f"{cluster_name}-{index}",
+                cluster_name=cluster_name,
+                cluster_port=port,
+                debug=debug,
+                mqtt_config="\n".join(filter(None, [f"stream_replicas: {replicas}", mqtt_config])),
+                extra_config=extra_config,
+                executable=executable,
+                startup_timeout=startup_timeout,
+            )
+            for index, port in enumerate(_free_ports(size))
+        ]
+        self._set_routes()
+
+    @property
+    def urls(self) -> list[str]:
+        """Every node's ``mqtt://127.0.0.1:<mqtt_port>``, in node order."""
+        return [node.url for node in self.nodes]
+
+    @property
+    def running(self) -> bool:
+        """True while every node's process is alive."""
+        return all(node.running for node in self.nodes)
+
+    def start(self) -> NatsCluster:
+        """Start every node and wait until each one's MQTT gateway accepts a kept session
+        (CONNACK 0 to a CONNECT with clean session off), JetStream elections included.
+
+        Returns:
+            self, so that ``cluster = NatsCluster().start()`` reads well.
+
+        Raises:
+            NatsServerNotFoundError: the binary is missing.
+            NatsServerError: a node did not start, or the cluster was not ready within
+                ``startup_timeout`` seconds; the message has the nodes' logs. The nodes
+                started are stopped again.
+        """
+        if any(node.running for node in self.nodes):
+            raise RuntimeError("the NATS cluster is (partly) running already")
+        executable = self.executable or find_nats_server()
+        if not os.access(executable, os.X_OK):
+            raise NatsServerNotFoundError(
+                f"nats-server not found at {executable}: {NATS_INSTALL_HINT}"
+            )
+        deadline = time.monotonic() + self.startup_timeout
+        offsets = [self._log_size(node) for node in self.nodes]
+        try:
+            for node in self.nodes:
+                self._set_routes()  # a node started before may have taken another port
+                node.start()
+            self._set_routes()  # for later restarts
+            self._wait_for_meta_leader(offsets, deadline)
+            self._wait_sessions(max(deadline - time.monotonic(), 0.0), one_first=True)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until every running node's MQTT gateway accepts a kept session (CONNACK 0 to a
+        CONNECT with clean session off and the client id ``mqttkit-ready-<node name>``).
+
+        Call it after restarting a node (it took 0.1-12.5 s after a SIGKILL), or after
+        killing one if the next steps must not meet the sessions stream's election (a QoS 1
+        PUBLISH may still meet another stream's).
+
+        Args:
+            timeout: seconds; ``startup_timeout`` by default.
+
+        Raises:
+            NatsServerError: a node did not accept in time; the message has the logs of the
+                nodes that did not.
+        """
+        self._wait_sessions(self.startup_timeout if timeout is None else timeout, one_first=False)
+
+    def _wait_sessions(self, timeout: float, *, one_first: bool) -> None:
+        pending = {node.mqtt_port: node for node in self.nodes if node.running}
+        deadline = time.monotonic() + timeout
+        answered = not one_first
+        # Bounded: it ends by time (every probe waits at most _PROBE_TIMEOUT).
+        for _ in range(10_000):
+            remaining = deadline - time.monotonic()
+            if not pending or remaining <= 0:
+                break
+            # With one_first the first probe goes to one node alone: on a new cluster it creates
+            # the MQTT streams, and concurrent first connects race (one usually fails).
+            ports = list(pending) if answered else list(pending)[:1]
+            targets = {port: f"mqttkit-ready-{pending[port].server_name}" for port in ports}
+            for port, code in _connack_codes(targets, min(remaining, _PROBE_TIMEOUT)).items():
+                if code == 0:
+                    answered = True
+                    del pending[port]
+            if pending:
+                time.sleep(min(0.05, max(deadline - time.monotonic(), 0.0)))
+        if pending:
+            logs = "\n".join(
+                f"--- {node.server_name} (mqtt port {port}) ---\n{self._log_tail(node)}"
+                for port, node in pending.items()
+            )
+            raise NatsServerError(
+                f"the NATS cluster's MQTT gateway did not accept a session within {timeout} s "
+                f"on {', '.join(node.server_name for node in pending.values())}\n{logs}"
+            )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every node by its PID (SIGTERM to all at once, then as :meth:`NatsServer.stop`);
+        the directories stay."""
+        for node in self.nodes:
+            pid = node.pid
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)  # our unreaped child: the PID is still its
+        for node in self.nodes:
+            node.stop(timeout)
+
+    def close(self) -> None:
+        """Stop every node and remove their directories (the logs are kept in memory)."""
+        self.stop()
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> Self:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        states = ", ".join(repr(node) for node in self.nodes)
+        return f"<NatsCluster {self.cluster_name!r} [{states}]>"
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _set_routes(self) -> None:
+        for node in self.nodes:
+            node.routes = [other.route_url for other in self.nodes if other is not node]
+
+    @staticmethod
+    def _log_size(node: NatsServer) -> int:
+        try:
+            return node.log_path.stat().st_size
+        except (RuntimeError, FileNotFoundError):  # not started yet, or closed
+            return 0
+
+    @staticmethod
+    def _log_tail(node: NatsServer, lines: int = 40) -> str:
+        return "\n".join(node.log_text().splitlines()[-lines:])
+
+    def _wait_for_meta_leader(self, offsets: list[int], deadline: float) -> None:
+        waiting = dict(zip(self.nodes, offsets, strict=True))
+        # Bounded poll: until the deadline, every few milliseconds.
+        for _ in range(100_000):
+            for node, offset in list(waiting.items()):
+                with node.log_path.open("rb") as f:
+                    f.seek(offset)
+                    if _NATS_META_LEADER.search(f.read().decode(errors="replace")):
+                        del waiting[node]
+            if not waiting or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        if waiting:
+            logs = "\n".join(
+                f"--- {node.server_name} ---\n{self._log_tail(node)}" for node in waiting
+            )
+            raise NatsServerError(
+                f"the NATS cluster elected no JetStream meta leader within "
+                f"{self.startup_timeout} s\n{logs}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
 # pytest plugin
 # ---------------------------------------------------------------------------------------------
 
@@ -1580,12 +1985,14 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 MOSQUITTO_FIXTURES: Final = frozenset({"mosquitto", "mosquitto_factory", "mosquitto_auth"})
 
 #: The fixtures that need a NATS server; tests using them get the ``nats`` marker.
-NATS_FIXTURES: Final = frozenset({"nats_server", "nats_server_factory"})
+NATS_FIXTURES: Final = frozenset(
+    {"nats_server", "nats_server_factory", "nats_cluster", "nats_cluster_factory"}
+)
 
 #: The fixtures that need RabbitMQ; tests using them get the ``rabbitmq`` marker.
 RABBITMQ_FIXTURES: Final = frozenset({"rabbitmq_server", "rabbitmq_server_factory"})
 
-_Server = TypeVar("_Server", MosquittoBroker, NatsServer, RabbitMQServer)
+_Server = TypeVar("_Server", MosquittoBroker, NatsServer, NatsCluster, RabbitMQServer)
 
 if importlib.util.find_spec("pytest") is not None:
     import pytest
@@ -1733,6 +2140,38 @@ if importlib.util.find_spec("pytest") is not None:
         finally:
             for server in reversed(started):
                 server.close()
+
+    @pytest.fixture
+    def nats_cluster() -> Iterator[NatsCluster]:
+        """A fresh 3-node NATS cluster for this test, the MQTT gateway on every node and the
+        MQTT streams replicated on all three (:class:`NatsCluster`); it takes 2-4 s to start.
+
+        Per test, not shared: kill, stop and restart its nodes at will.
+        """
+        cluster = _start_or_fail(NatsCluster())
+        try:
+            yield cluster
+        finally:
+            cluster.close()
+
+    @pytest.fixture
+    def nats_cluster_factory() -> Iterator[Callable[..., NatsCluster]]:
+        """A function taking :class:`NatsCluster` keyword arguments, returning it started.
+
+        Every cluster it started is stopped, and its directories removed, when the test ends.
+        """
+        started: list[NatsCluster] = []
+
+        def factory(**kwargs: Any) -> NatsCluster:
+            cluster = NatsCluster(**kwargs)
+            started.append(cluster)
+            return _start_or_fail(cluster)
+
+        try:
+            yield factory
+        finally:
+            for cluster in reversed(started):
+                cluster.close()
 
 
 # ---------------------------------------------------------------------------------------------
