@@ -53,6 +53,7 @@ from .protocol.errors import (
 from .protocol.packets import ConnAck, Disconnect, Properties, Publish, QoS, Subscription, Will
 from .protocol.session import PublishResult
 from .protocol.store import MemoryStore, Store
+from .routing import topic_matches
 from .sync.client import Client, Handle, connect
 from .sync.events import EventEmitter
 
@@ -112,4 +113,5 @@ __all__ = [
     "Will",
     "__version__",
     "connect",
+    "topic_matches",
 ]

@@ -30,6 +30,7 @@ from ..options import ClientOptions, Server, parse_disconnect, parse_options
 from ..protocol import session as s
 from ..protocol.errors import ClientClosedError, MQTTConnectionError
 from ..protocol.packets import ConnAck, Properties, Publish
+from ..routing import RouteTable
 from .engine import Engine
 
 __all__ = ["Client"]
@@ -60,13 +61,15 @@ class _Inbox:
         "engine",
         "max_buffered",
         "messages",
+        "queues",
+        "routes",
         "waiters",
     )
 
     def __init__(self, max_buffered: int) -> None:
         self.max_buffered = max_buffered
         #: Messages not taken by a consumer yet, with their acknowledgement; made on first use.
-        self.messages: deque[tuple[Publish, s.Ack | None]] | None = None
+        self.messages: deque[tuple[Publish, s.Ack | _Joint | None]] | None = None
         #: Consumers waiting for a message, longest-waiting first; made on first use.
         self.waiters: deque[asyncio.Future[None]] | None = None
         #: Set while connect() waits for the first CONNACK.
@@ -77,11 +80,22 @@ class _Inbox:
         self.ended = False
         #: The engine this inbox listens to (set with it).
         self.engine: Engine | None = None
+        #: The queues of the filtered ``messages(filter)`` loops, by filter.
+        self.routes: RouteTable[_Queue] = RouteTable()
+        self.queues: set[_Queue] = set()
 
     # -- the engine's Listener protocol ---------------------------------------------------------
 
-    def message(self, message: Publish, ack: s.Ack | None) -> None:
+    def message(self, message: Publish, ack: s.Ack | _Joint | None) -> None:
         """An incoming message: per message, so no detour through emit()."""
+        if self.routes:
+            targets = self.routes.targets(message.topic)
+            if targets:
+                if ack is not None and len(targets) > 1:
+                    ack = _Joint(ack, len(targets))
+                for queue in targets:
+                    queue.put(message, ack)
+                return
         messages = self.messages
         if messages is None:
             messages = self.messages = deque()
@@ -166,6 +180,43 @@ class _Inbox:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+        for queue in self.queues:
+            queue.wake_all()
+
+
+class _Joint:
+    """The acknowledgement of a message several ``messages(filter)`` loops received: sent
+    once the last of them has taken it."""
+
+    __slots__ = ("ack", "left")
+
+    def __init__(self, ack: s.Ack | _Joint, left: int) -> None:
+        self.ack: s.Ack = ack.ack if isinstance(ack, _Joint) else ack
+        self.left = left
+
+
+class _Queue:
+    """The messages of one ``messages(filter)`` loop, and the loop waiting for one."""
+
+    __slots__ = ("dropped", "items", "max_buffered", "waiter")
+
+    def __init__(self, max_buffered: int) -> None:
+        self.max_buffered = max_buffered
+        self.items: deque[tuple[Publish, s.Ack | _Joint | None]] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.dropped = 0
+
+    def put(self, message: Publish, ack: s.Ack | _Joint | None) -> None:
+        if ack is None and len(self.items) >= self.max_buffered:
+            self.dropped += 1  # QoS 0 behind a slow loop (QoS 1/2 wait unacknowledged)
+            return
+        self.items.append((message, ack))
+        self.wake_all()
+
+    def wake_all(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class Client:
@@ -414,24 +465,60 @@ class Client:
         event: s.UnsubscribeCompleted = await token
         return event.reason_codes
 
-    async def messages(self) -> AsyncIterator[Publish]:
+    def messages(
+        self, topic_filter: str | None = None, *, max_buffered: int | None = None
+    ) -> AsyncIterator[Publish]:
         """Incoming messages, in order, until the client is closed.
 
         Each QoS 1/2 message is acknowledged to the broker when the loop asks for the next
         one (or ends), i.e. after the loop body has handled it.
 
-        Several tasks may iterate at once: each message goes to exactly one of them, taken
-        in arrival order, and waiting loops are woken in the order they started waiting. A
-        loop that is cancelled or left loses no message. Acknowledgements still reach the
-        broker in arrival order: one held by a slow loop body holds back those after it.
+        Args:
+            topic_filter: only the messages whose topic matches it (wildcards and
+                ``$share/<group>/<filter>`` work). It routes, it does not subscribe. Several
+                filtered loops may run at once: a message goes to every one whose filter
+                matches (acknowledged once the last has taken it), and only a message no
+                filtered loop matches goes to the unfiltered loops. The filter is in effect
+                from this call on, before the loop starts.
+            max_buffered: QoS 0 messages a filtered loop may fall behind before new ones are
+                dropped for it (default: the client's ``max_buffered``). QoS 1/2 messages are
+                never dropped: they wait unacknowledged.
+
+        Several tasks may iterate the unfiltered loop at once: each message goes to exactly
+        one of them, taken in arrival order, and waiting loops are woken in the order they
+        started waiting. A loop that is cancelled or left loses no message (a filtered
+        loop's leftovers go to the unfiltered loops). Acknowledgements still reach the broker
+        in arrival order: one held by a slow loop body holds back those after it.
+
+        Raises:
+            InvalidTopicError: not a valid topic filter.
+            ClientClosedError: the client was never connected.
         """
         engine = self._require_engine()
+        if topic_filter is None:
+            return self._all_messages(engine)
+        if max_buffered is not None and (isinstance(max_buffered, bool) or max_buffered < 1):
+            raise ValueError(f"max_buffered must be an int >= 1, not {max_buffered!r}")
+        queue = _Queue(max_buffered or self.options.max_buffered)
+        self._inbox.routes.add(topic_filter, queue)  # raises on a bad filter
+        self._inbox.queues.add(queue)
+        return self._filtered_messages(engine, topic_filter, queue)
+
+    def _acknowledge(self, engine: Engine, ack: s.Ack | _Joint) -> None:
+        if isinstance(ack, _Joint):
+            ack.left -= 1
+            if ack.left:
+                return
+            ack = ack.ack
+        engine.acknowledge(ack)
+
+    async def _all_messages(self, engine: Engine) -> AsyncIterator[Publish]:
         inbox = self._inbox
-        pending_ack: s.Ack | None = None
+        pending_ack: s.Ack | _Joint | None = None
         try:
             while True:
                 if pending_ack is not None:
-                    engine.acknowledge(pending_ack)
+                    self._acknowledge(engine, pending_ack)
                     pending_ack = None
                 while not inbox.messages:
                     if inbox.messages is None:
@@ -452,7 +539,41 @@ class Client:
                 yield message
         finally:
             if pending_ack is not None and self._engine is not None:
-                self._engine.acknowledge(pending_ack)
+                self._acknowledge(self._engine, pending_ack)
+
+    async def _filtered_messages(
+        self, engine: Engine, topic_filter: str, queue: _Queue
+    ) -> AsyncIterator[Publish]:
+        inbox = self._inbox
+        pending_ack: s.Ack | _Joint | None = None
+        try:
+            while True:
+                if pending_ack is not None:
+                    self._acknowledge(engine, pending_ack)
+                    pending_ack = None
+                while not queue.items:
+                    if inbox.ended:
+                        return
+                    queue.waiter = waiter = engine.loop.create_future()
+                    try:
+                        await waiter
+                    finally:
+                        queue.waiter = None
+                message, pending_ack = queue.items.popleft()
+                yield message
+        finally:
+            inbox.routes.remove(topic_filter, queue)
+            inbox.queues.discard(queue)
+            if pending_ack is not None:
+                self._acknowledge(engine, pending_ack)
+            # What this loop did not take: a share of a message others also took is given
+            # up; the rest goes on to the other loops.
+            for message, ack in queue.items:
+                if isinstance(ack, _Joint) and ack.left > 1:
+                    ack.left -= 1
+                else:
+                    inbox.message(message, ack.ack if isinstance(ack, _Joint) else ack)
+            queue.items.clear()
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"

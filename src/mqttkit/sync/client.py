@@ -36,7 +36,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 from .._api import auth_properties, filters_from, subscriptions_from
 from ..aio.engine import RUNNING as _ENGINE_RUNNING
@@ -46,8 +46,9 @@ from ..protocol import session as s
 from ..protocol.errors import InvalidArgumentError, StoreError, UnknownOptionError
 from ..protocol.packets import Properties, Publish
 from ..protocol.store import MemoryStore, is_private
+from ..routing import RouteTable
 from .dispatch import CALL, Dispatcher, LoopListener
-from .events import EventEmitter
+from .events import EventEmitter, F, arity
 from .handle import Handle, Operation
 from .loop import Commands, check_not_on_loop_thread, engine_loop, on_loop_thread
 
@@ -141,6 +142,8 @@ class Client(EventEmitter):
         )
         self._commands = Commands(loop, self._engine.run_batch)
         self._submit = self._commands.submit  # bound once: publish() is the hot path
+        #: Topic routes (on_message): filter -> listener, matched per incoming message.
+        self._routes: RouteTable[Callable[..., Any]] = RouteTable()
         self._engine_publish = self._engine.publish
         # With a durable incoming store, each QoS 2 receipt is stored before the next listener
         # runs (see _process).
@@ -257,6 +260,48 @@ class Client(EventEmitter):
         return handle
 
     end = close
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    @overload
+    def on_message(self, topic_filter: str) -> Callable[[F], F]: ...
+
+    @overload
+    def on_message(self, topic_filter: str, listener: F) -> F: ...
+
+    def on_message(self, topic_filter: str, listener: Any = None) -> Any:
+        """Route the messages whose topic matches ``topic_filter`` to ``listener(topic,
+        message[, packet])`` (as the ``message`` event's listeners; also a decorator).
+
+        Wildcards (``+``, ``#``) and ``$share/<group>/<filter>`` work. A message goes to every
+        route that matches it, in the order they were added; a message no route matches goes
+        to the ``message`` listeners. Routing does not subscribe: subscribe as usual.
+
+        Returns:
+            The listener.
+
+        Raises:
+            InvalidTopicError: not a valid topic filter.
+        """
+
+        def add(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"listener must be callable, not {type(fn).__name__}")
+            self._routes.add(topic_filter, fn)
+            return fn
+
+        if listener is None:
+            return add
+        return add(listener)
+
+    message_callback_add = on_message  # paho-mqtt's name
+
+    def off_message(self, topic_filter: str, listener: Callable[..., Any] | None = None) -> int:
+        """Remove the routes of ``topic_filter`` (to ``listener`` only, if given); returns
+        how many were removed."""
+        return self._routes.remove(topic_filter, listener)
+
+    message_callback_remove = off_message  # paho-mqtt's name
 
     def __enter__(self) -> Client:
         if not self._engine.active:
@@ -499,7 +544,11 @@ class Client(EventEmitter):
             name = item[0]
             if name == "message":
                 message: Publish = item[1]
-                emit_message(message.topic, message.payload, message)
+                routed = self._routes.targets(message.topic) if self._routes else ()
+                if routed:
+                    _call_routes(routed, message)
+                else:
+                    emit_message(message.topic, message.payload, message)
                 listener.handled += 1
                 ack = item[2]
                 if ack is None:
@@ -529,6 +578,19 @@ class Client(EventEmitter):
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
         return f"<mqttkit.Client {self.options.url} client_id={self.options.client_id!r} {state}>"
+
+
+def _call_routes(routed: tuple[Callable[..., Any], ...], message: Publish) -> None:
+    args = (message.topic, message.payload, message)
+    for fn in routed:
+        n = arity(fn)
+        try:
+            if n is None or n >= 3:
+                fn(*args)
+            else:
+                fn(*args[:n])
+        except Exception:
+            log.exception("mqttkit: route listener %r for %r raised", fn, message.topic)
 
 
 def _acknowledge_and_set(
