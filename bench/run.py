@@ -4,6 +4,7 @@
     python bench/run.py --quick         # small N: checks every workload completes (CI)
     python bench/run.py --workloads pub0,rtt1 --clients mqttkit-sync,paho
     python bench/run.py --workloads durable --clients mqttkit-sync,mqttkit-aio   # the dur1-*
+    python bench/run.py --transport ws --workloads big --clients mqttkit-aio     # over ws://
 
 Each client library runs in its own processes (a subscriber process and a publisher process
 for the throughput workloads), started by this script, one run at a time. The table shows the
@@ -298,6 +299,12 @@ def main() -> int:
     parser.add_argument(
         "--store-dir", default=None, help="where the dur1-* store files go (default: temp dir)"
     )
+    parser.add_argument(
+        "--transport",
+        choices=("tcp", "ws"),
+        default="tcp",
+        help="ws: through Mosquitto's WebSocket listener (mqttkit's clients only; needs wsproto)",
+    )
     args = parser.parse_args()
     if args.render:
         return render_file(Path(args.render))
@@ -309,11 +316,14 @@ def main() -> int:
         max_queued_messages=0,
         extra_config="max_queued_bytes 0\nmax_connections -1\nset_tcp_nodelay true\n",
         log_types=("error", "warning"),
+        websockets=args.transport == "ws",
     ).start()
+    url = broker.ws_url + "/mqtt" if args.transport == "ws" else broker.url
     width = max((len(w.name) for w in workloads), default=6)
     raw: dict[str, Any] = {
         "machine": machine(args.store_dir),
         "quick": args.quick,
+        "transport": args.transport,
         "repeats": repeats,
         "runs": [],
     }
@@ -325,7 +335,10 @@ def main() -> int:
                 for client in clients:
                     topic = f"bench/{w.name}/{client}/{rep}"
                     b0 = proc_cpu(broker.pid)
-                    result = run_one(w, client, broker.url, topic, args.quick, args.store_dir)
+                    if args.transport == "ws" and not client.startswith("mqttkit"):
+                        result: dict[str, Any] = {"unsupported": True}  # they take host:port
+                    else:
+                        result = run_one(w, client, url, topic, args.quick, args.store_dir)
                     b1 = proc_cpu(broker.pid)
                     if b0 is not None and b1 is not None:
                         result["broker_cpu"] = b1 - b0
