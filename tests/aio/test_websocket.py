@@ -587,10 +587,12 @@ def test_without_wsproto_a_ws_url_names_the_extra(monkeypatch: pytest.MonkeyPatc
 class _Inner(asyncio.Protocol):
     def __init__(self) -> None:
         self.data = bytearray()
+        self.calls = 0
         self.lost: list[BaseException | None] = []
 
     def data_received(self, data: bytes) -> None:
         self.data += data
+        self.calls += 1
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost.append(exc)
@@ -683,5 +685,20 @@ def test_binary_frames_in_any_cut_pass_their_payload_through(
         assert adapter._error is None
         assert not raw.closed
         assert len(raw.written) > written_before  # the pongs
+
+    asyncio.run(main())
+
+
+def test_the_frames_of_one_read_reach_the_mqtt_protocol_in_one_call() -> None:
+    # A broker sends a frame per packet; each call into the MQTT protocol is a turn of the
+    # engine, so one read's frames go in one call (a ping between them changes nothing).
+    frames = [_server_frame(0x2, b"packet-%d" % i) for i in range(50)]
+    read = b"".join(frames[:25]) + _server_frame(0x9, b"ping") + b"".join(frames[25:])
+
+    async def main() -> None:
+        adapter, inner, _raw = _upgraded_adapter()
+        adapter.data_received(read)
+        assert inner.calls == 1
+        assert bytes(inner.data) == b"".join(b"packet-%d" % i for i in range(50))
 
     asyncio.run(main())

@@ -31,6 +31,7 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Ping,
+    Pong,
     RejectConnection,
     Request,
     TextMessage,
@@ -144,12 +145,26 @@ class WebSocketAdapter(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self._receiving():
             return
+        # The binary data of one read goes to the MQTT protocol in one call, not one per frame
+        # (a broker sends a frame per packet: per call, the engine runs a turn), and before
+        # the close or error that follows it, as it arrived (a ping does not split it).
+        data_events: list[bytes | bytearray] = []
         try:
             self._ws.receive_data(data)
             for event in self._ws.events():
+                if type(event) is BytesMessage:  # most frequent first
+                    data_events.append(event.data)
+                    continue
+                if data_events and not isinstance(event, Ping | Pong):  # a ping can wait
+                    self._deliver(data_events)
+                    data_events = []
+                    if not self._receiving():
+                        return
                 self._handle(event)
                 if not self._receiving():
                     return
+            if data_events:
+                self._deliver(data_events)
         except WSProtocolError as exc:
             if self.transport is None:
                 self._refuse(_handshake_problem(exc))
@@ -212,11 +227,11 @@ class WebSocketAdapter(asyncio.Protocol):
 
     # -- events ---------------------------------------------------------------------------------
 
+    def _deliver(self, pieces: list[bytes | bytearray]) -> None:
+        self.inner.data_received(bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces))
+
     def _handle(self, event: object) -> None:
-        # Most frequent first: this runs per frame (or part of one).
-        if isinstance(event, BytesMessage):
-            self.inner.data_received(bytes(event.data))
-        elif isinstance(event, Ping):
+        if isinstance(event, Ping):
             assert self._raw is not None
             self._raw.write(self._ws.send(event.response()))
         elif isinstance(event, CloseConnection):
