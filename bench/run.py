@@ -4,6 +4,7 @@
     python bench/run.py --quick         # small N: checks every workload completes (CI)
     python bench/run.py --workloads pub0,rtt1 --clients mqttkit-sync,paho
     python bench/run.py --workloads durable --clients mqttkit-sync,mqttkit-aio   # the dur1-*
+    python bench/run.py --transport ws --sub-transport tcp --workloads big     # publisher over ws://
 
 Each client library runs in its own processes (a subscriber process and a publisher process
 for the throughput workloads), started by this script, one run at a time. The table shows the
@@ -156,7 +157,13 @@ def proc_cpu(pid: int | None) -> float | None:
 
 
 def run_one(
-    w: Workload, client: str, url: str, topic: str, quick: bool, store_dir: str | None = None
+    w: Workload,
+    client: str,
+    url: str,
+    topic: str,
+    quick: bool,
+    store_dir: str | None = None,
+    sub_url: str | None = None,
 ) -> dict[str, Any]:
     if w.only and client not in w.only:
         return {"unsupported": True}  # not started: no process, no time spent
@@ -195,11 +202,21 @@ def run_one(
                 "--store-path",
                 os.path.join(tmp, "store.db"),
             ]
-            return run_flow(w, client, common, pub_args, n)
+            return run_flow(w, client, _with_url(common, sub_url), pub_args, n)
     if w.kind == "fanin":
         clients = w.quick_clients if quick else w.clients
-        return run_flow(w, client, common, ["fanin", client, *common, "--clients", str(clients)], n)
-    return run_flow(w, client, common, ["pub", client, *common], n)
+        fanin = ["fanin", client, *common, "--clients", str(clients)]
+        return run_flow(w, client, _with_url(common, sub_url), fanin, n)
+    return run_flow(w, client, _with_url(common, sub_url), ["pub", client, *common], n)
+
+
+def _with_url(common: list[str], url: str | None) -> list[str]:
+    """``common`` (the arguments both processes get) with the subscriber's own ``--url``."""
+    if url is None:
+        return common
+    out = list(common)
+    out[out.index("--url") + 1] = url
+    return out
 
 
 def run_flow(
@@ -298,6 +315,20 @@ def main() -> int:
     parser.add_argument(
         "--store-dir", default=None, help="where the dur1-* store files go (default: temp dir)"
     )
+    parser.add_argument(
+        "--transport",
+        choices=("tcp", "ws"),
+        default="tcp",
+        help="ws: through Mosquitto's WebSocket listener (mqttkit's clients only; needs wsproto)",
+    )
+    parser.add_argument(
+        "--sub-transport",
+        choices=("tcp", "ws"),
+        default=None,
+        help="the subscriber's transport in the flow workloads (default: --transport); "
+        "Mosquitto 2.0's WebSocket listener stalls sending large messages (paho's "
+        "subscriber too), so 'big' over ws measures the publisher: --sub-transport tcp",
+    )
     args = parser.parse_args()
     if args.render:
         return render_file(Path(args.render))
@@ -309,11 +340,20 @@ def main() -> int:
         max_queued_messages=0,
         extra_config="max_queued_bytes 0\nmax_connections -1\nset_tcp_nodelay true\n",
         log_types=("error", "warning"),
+        websockets="ws" in (args.transport, args.sub_transport),
     ).start()
+    urls = {"tcp": broker.url}
+    if broker.websockets:
+        urls["ws"] = broker.ws_url + "/mqtt"
+    url = urls[args.transport]
+    sub_url = urls[args.sub_transport or args.transport]
+    websocket = "ws" in (args.transport, args.sub_transport)
     width = max((len(w.name) for w in workloads), default=6)
     raw: dict[str, Any] = {
         "machine": machine(args.store_dir),
         "quick": args.quick,
+        "transport": args.transport,
+        "sub_transport": args.sub_transport or args.transport,
         "repeats": repeats,
         "runs": [],
     }
@@ -325,7 +365,10 @@ def main() -> int:
                 for client in clients:
                     topic = f"bench/{w.name}/{client}/{rep}"
                     b0 = proc_cpu(broker.pid)
-                    result = run_one(w, client, broker.url, topic, args.quick, args.store_dir)
+                    if websocket and not client.startswith("mqttkit"):
+                        result: dict[str, Any] = {"unsupported": True}  # they take host:port
+                    else:
+                        result = run_one(w, client, url, topic, args.quick, args.store_dir, sub_url)
                     b1 = proc_cpu(broker.pid)
                     if b0 is not None and b1 is not None:
                         result["broker_cpu"] = b1 - b0

@@ -53,17 +53,19 @@ def seed_names() -> dict[str, list[str]]:
             and isinstance(node.target, ast.Name)
             and node.target.id == "_SEED_NAMES"
         ):
-            table = ast.literal_eval(
-                ast.unparse(node.value)
-                .replace("_same", "None")
-                .replace("_ms", "'ms'")
-                .replace("_not_bool", "'not'")
-            )
+            assert isinstance(node.value, ast.Dict)
             out: dict[str, list[str]] = {}
-            for seed, (field, conv) in table.items():
-                label = f"`{seed}`" + (" (ms)" if conv == "ms" else "")
-                label += " (negated)" if conv == "not" else ""
-                out.setdefault(field, []).append(label)
+            for key, value in zip(node.value.keys, node.value.values, strict=True):
+                assert isinstance(key, ast.Constant)
+                assert isinstance(value, ast.Tuple)
+                field, conv = value.elts
+                assert isinstance(field, ast.Constant)
+                assert isinstance(conv, ast.Name)
+                label = f"`{key.value}`"
+                # A converter other than these changes the shape of the value (wsOptions
+                # -> its headers): the field's own doc says how.
+                label += {"_ms": " (ms)", "_not_bool": " (negated)"}.get(conv.id, "")
+                out.setdefault(str(field.value), []).append(label)
             return out
     raise SystemExit("_SEED_NAMES not found")
 

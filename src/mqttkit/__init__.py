@@ -16,7 +16,8 @@ the sans-IO core is :mod:`mqttkit.protocol`. This module only re-exports.
 """
 
 from ._api import Granted
-from .options import ClientOptions, Server
+from .netoptions import Proxy
+from .options import ClientOptions, ConnectSettings, Server
 from .protocol.errors import (
     CertificateVerifyError,
     ClientClosedError,
@@ -38,6 +39,9 @@ from .protocol.errors import (
     PacketTooLargeError,
     PayloadTypeError,
     ProtocolError,
+    ProxyAuthError,
+    ProxyError,
+    ProxyUnreachableError,
     PublishError,
     QueueFullError,
     ReasonCode,
@@ -69,6 +73,7 @@ __all__ = [
     "ClientOptions",
     "ConnAck",
     "ConnectRefusedError",
+    "ConnectSettings",
     "ConnectTimeoutError",
     "ConnectionLostError",
     "ConnectionRefusedError",
@@ -93,6 +98,10 @@ __all__ = [
     "PayloadTypeError",
     "Properties",
     "ProtocolError",
+    "Proxy",
+    "ProxyAuthError",
+    "ProxyError",
+    "ProxyUnreachableError",
     "Publish",
     "PublishError",
     "PublishResult",

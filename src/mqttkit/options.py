@@ -24,6 +24,18 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
+from .netoptions import (
+    Proxy,
+    check_ws_headers,
+    check_ws_path,
+    parse_alpn_protocols,
+    parse_bind_address,
+    parse_proxy,
+    parse_socket_options,
+    parse_tls_version,
+    parse_ws_subprotocols,
+    require_extra,
+)
 from .protocol.errors import InvalidArgumentError, InvalidOptionError, UnknownOptionError
 from .protocol.packets import (
     MQTT_3_1,
@@ -41,7 +53,10 @@ from .protocol.topics import validate_topic_name
 __all__ = [
     "DEFAULT_PORTS",
     "ClientOptions",
+    "ConnectSettings",
+    "Proxy",
     "Server",
+    "check_connect_settings",
     "parse_disconnect",
     "parse_options",
     "parse_server_reference",
@@ -91,6 +106,25 @@ class Server:
 
 
 @dataclass(slots=True)
+class ConnectSettings:
+    """What the next CONNECT sends: handed to the ``before_connect`` hook, which may change
+    ``username``, ``password``, ``will`` and ``properties`` in place (each accepts what the
+    option of that name accepts: ``password`` a str or bytes, ``will`` a dict or
+    :class:`Will`, ``properties`` a dict or :class:`Properties`)."""
+
+    server: Server
+    """The server this attempt connects to (read it; changing it has no effect)."""
+    username: str | None
+    """User name for CONNECT."""
+    password: str | bytes | None = field(repr=False)
+    """Password for CONNECT; never shown."""
+    will: Will | Mapping[str, Any] | None
+    """The Last Will."""
+    properties: Properties | Mapping[str, Any]
+    """MQTT 5 CONNECT properties (ignored by MQTT 3.x)."""
+
+
+@dataclass(slots=True)
 class ClientOptions:
     """Every setting of a client. Build it with :func:`parse_options`."""
 
@@ -128,10 +162,23 @@ class ClientOptions:
     0 disables reconnecting (seed: ``reconnectPeriod`` in ms, default 1,000)."""
     reconnect_max: float = 60.0
     """Upper bound of the reconnect backoff, in seconds."""
-    username: str | None = None
-    """User name for CONNECT."""
-    password: bytes | None = field(default=None, repr=False)
-    """Password for CONNECT (str is sent as UTF-8); never logged or shown."""
+    username: str | Callable[[], Any] | None = None
+    """User name for CONNECT; or a function returning it, called before every connection
+    attempt (as for ``password``)."""
+    password: bytes | Callable[[], Any] | None = field(default=None, repr=False)
+    """Password for CONNECT (str is sent as UTF-8); never logged or shown. Or a function (no
+    arguments, sync or async) returning it (str, bytes or None), called before every connection
+    attempt: tokens that expire (JWT, SAS) are fetched afresh for each reconnect, and a refusal
+    of them (bad user name or password, not authorized) is retried with the next token instead
+    of stopping the client. A sync function runs on a thread of its own, an async one on the
+    client's event loop; either counts against ``connect_timeout``, and if it raises, the
+    attempt fails (``error`` event) and the client retries after the backoff."""
+    before_connect: Callable[[ConnectSettings], Any] | None = None
+    """Called (sync or async, as the ``password`` function) before every connection attempt
+    with a :class:`ConnectSettings`: the ``server`` of this attempt and the ``username``,
+    ``password``, ``will`` and MQTT 5 ``properties`` the CONNECT will send, which it may
+    change in place; later attempts start from what it left. Runs after the username and
+    password functions (paho: ``on_pre_connect``)."""
     protocol_version: int = MQTT_3_1_1
     """3 (MQTT 3.1), 4 (MQTT 3.1.1, default) or 5 (MQTT 5.0) (seed: ``protocolVersion``)."""
     protocol_fallback: bool = False
@@ -163,6 +210,48 @@ class ClientOptions:
     (MQTT.js: ``rejectUnauthorized: false``)."""
     server_hostname: str | None = None
     """Host name checked against the certificate, if not ``host`` (MQTT.js: ``servername``)."""
+    alpn_protocols: tuple[str, ...] | None = None
+    """Protocols offered by TLS ALPN, e.g. ``["x-amzn-mqtt-ca"]`` for AWS IoT on port 443."""
+    ciphers: str | None = None
+    """TLS cipher suites to allow, in OpenSSL's cipher list format (TLS 1.2 and below)."""
+    tls_min_version: ssl.TLSVersion | None = None
+    """Lowest TLS version accepted: ``"TLSv1.2"``, ``"TLSv1.3"`` or an ``ssl.TLSVersion``
+    (default: Python's, TLS 1.2). MQTT.js: ``minVersion``."""
+    keyfile_password: str | bytes | Callable[[], Any] | None = field(default=None, repr=False)
+    """Password of an encrypted ``keyfile`` (or a function returning it); never shown."""
+    proxy: Proxy | None = None
+    """Reach the brokers through a proxy: ``"socks5://[user:pass@]host[:1080]"`` (the proxy
+    resolves the broker's name), ``"socks4://[userid@]host[:1080]"`` or
+    ``"http://[user:pass@]host:port"`` (HTTP CONNECT). Works for mqtt, mqtts, ws and wss: TLS
+    runs through the tunnel and verifies the broker's host name, not the proxy's. Proxy
+    failures are :class:`ProxyError` (unreachable, refused, authentication failed) and are
+    retried like any failed attempt. The credentials are never shown. Needs
+    ``pip install 'mqttkit[proxy]'`` (python-socks)."""
+    bind_address: tuple[str, int] | None = None
+    """Local ``(ip, port)`` to connect from (port 0: any), for multi-homed hosts; with a
+    proxy, the address the connection to the proxy comes from. MQTT.js: ``localAddress``
+    (an IP alone)."""
+    socket_options: tuple[tuple[int, int, int | bytes], ...] = ()
+    """``(level, option, value)`` triples set with ``setsockopt`` on each TCP socket before it
+    connects (with a proxy: on the socket to the proxy, once the tunnel is open), e.g.
+    ``[(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]``."""
+    ws_path: str | None = None
+    """WebSocket request path (and ``?query``) for ws/wss servers that name none in their
+    URL; default ``path``, else ``/mqtt``."""
+    ws_headers: tuple[tuple[str, str], ...] | Mapping[str, str] | Callable[[], Any] | None = field(
+        default=None, repr=False
+    )
+    """Extra HTTP headers for the WebSocket handshake (``Authorization``, API keys): a dict, a
+    list of ``(name, value)`` pairs, or a function (sync or async, no arguments) returning
+    one, called before every connection. Never shown. MQTT.js: ``wsOptions.headers``."""
+    ws_subprotocols: tuple[str, ...] | None = None
+    """WebSocket subprotocols offered; default ``["mqtt"]``, and ``["mqttv3.1", "mqtt"]``
+    with MQTT 3.1 (old servers know only ``mqttv3.1``)."""
+    transform_ws_url: Callable[[str], Any] | None = None
+    """Called (sync or async) before every WebSocket connection with the URL about to be
+    used (``ws://host:port/path``); returns the URL to connect to instead, e.g. a presigned
+    one (AWS IoT SigV4). It may change the host, port, path and query, not the scheme.
+    MQTT.js: ``transformWsUrl``."""
     incoming_store: Store = field(default_factory=private_store)
     """Store for incoming QoS 2 state (seed: ``incomingStore``)."""
     outgoing_store: Store = field(default_factory=private_store)
@@ -208,9 +297,9 @@ class ClientOptions:
         shown = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "password":
+            if not f.repr:  # secrets: password, keyfile_password, ws_headers
                 if value is not None:
-                    shown.append("password='***'")
+                    shown.append(f"{f.name}='***'")
                 continue
             if value != f.default and not callable(f.default_factory):
                 shown.append(f"{f.name}={value!r}")
@@ -230,8 +319,9 @@ class ClientOptions:
             protocol_level=self.protocol_version,
             clean_start=self.clean,
             keepalive=self.keepalive,
-            username=self.username,
-            password=self.password,
+            # A username / password function is called before each connection attempt.
+            username=None if callable(self.username) else self.username,
+            password=None if callable(self.password) else self.password,
             will=self.will,
             properties=self.properties,
             max_inflight=self.max_inflight or 65_535,
@@ -259,6 +349,19 @@ def _not_bool(value: Any) -> bool:
     return not value
 
 
+def _ws_options(value: Any) -> Any:
+    # MQTT.js passes wsOptions to the `ws` package; of those, mqttkit takes the headers.
+    if not isinstance(value, Mapping):
+        raise InvalidOptionError("wsOptions must be a dict such as {'headers': {...}}")
+    unknown = sorted(set(value) - {"headers"})
+    if unknown:
+        raise UnknownOptionError(
+            f"unsupported wsOptions key(s) {unknown}: mqttkit takes wsOptions.headers (see "
+            "also ws_subprotocols, transformWsUrl, ca/cert/key)"
+        )
+    return value.get("headers")
+
+
 _SEED_NAMES: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "clientId": ("client_id", _same),
     "keepalive": ("keepalive", _same),
@@ -283,6 +386,14 @@ _SEED_NAMES: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "rejectUnauthorized": ("insecure", _not_bool),
     "servername": ("server_hostname", _same),
     "path": ("path", _same),
+    "socksProxy": ("proxy", _same),
+    "wsOptions": ("ws_headers", _ws_options),
+    "transformWsUrl": ("transform_ws_url", _same),
+    "ALPNProtocols": ("alpn_protocols", _same),
+    "ciphers": ("ciphers", _same),
+    "minVersion": ("tls_min_version", _same),
+    "passphrase": ("keyfile_password", _same),
+    "localAddress": ("bind_address", _same),
 }
 _FIELD_NAMES: Final = frozenset(f.name for f in fields(ClientOptions))
 #: Seed names that are also keywords: a Python identifier, one meaning, the same unit.
@@ -497,17 +608,17 @@ def _validate(o: ClientOptions, *, empty_client_id: bool = False) -> ClientOptio
         raise InvalidOptionError(f"client_id must be a str, not {type(o.client_id).__name__}")
     if len(o.client_id.encode("utf-8", "surrogatepass")) > 65535:
         raise InvalidOptionError("client_id is longer than 65,535 bytes")
-    if o.username is not None and not isinstance(o.username, str):
-        raise InvalidOptionError("username must be a str")
-    password: Any = o.password
-    if password is not None:
-        if isinstance(password, str):
-            o.password = password.encode("utf-8")
-        elif isinstance(password, bytes | bytearray | memoryview):
-            o.password = bytes(password)
-        else:
-            raise InvalidOptionError("password must be str or bytes")
-    if o.password is not None and o.username is None and o.protocol_version != MQTT_5:
+    if not callable(o.username):
+        o.username = _check_username(o.username)
+    if not callable(o.password):
+        o.password = _check_password(o.password)
+    _check_function(o.before_connect, "before_connect")
+    if (
+        o.password is not None
+        and o.username is None
+        and o.before_connect is None
+        and o.protocol_version != MQTT_5
+    ):
         # [MQTT-3.1.2-22]: MQTT 3.x sends a password only after a user name.
         raise InvalidOptionError(
             "a password needs a username with MQTT 3.x (or use protocol_version=5)"
@@ -575,7 +686,101 @@ def _validate(o: ClientOptions, *, empty_client_id: bool = False) -> ClientOptio
             raise InvalidOptionError("authenticate (enhanced authentication) needs MQTT 5")
     if o.callback is not None and not callable(o.callback):
         raise InvalidOptionError("callback must be callable")
+    _validate_network(o)
     return o
+
+
+def check_connect_settings(
+    settings: ConnectSettings, level: int
+) -> tuple[str | None, bytes | None, Will | None, Properties]:
+    """``settings`` (as a ``before_connect`` hook left them) checked for a CONNECT at protocol
+    ``level``: the username, the password as bytes, the Will and the properties.
+
+    Raises:
+        InvalidOptionError: a value of the wrong type or not allowed at ``level`` (the
+            password's value is never shown).
+    """
+    username = _check_username(settings.username)
+    password = _check_password(settings.password)
+    if password is not None and username is None and level != MQTT_5:
+        # [MQTT-3.1.2-22]: MQTT 3.x sends a password only after a user name.
+        raise InvalidOptionError("a password needs a username with MQTT 3.x")
+    will = None if settings.will is None else _parse_will(settings.will, level)
+    props: Any = settings.properties
+    if props is None:
+        props = NO_PROPERTIES
+    elif isinstance(props, Mapping):
+        props = _properties_from_mapping(props)
+    elif not isinstance(props, Properties):
+        raise InvalidOptionError("properties must be an mqttkit.Properties or a dict")
+    return username, password, will, props
+
+
+def _check_username(username: Any) -> str | None:
+    if username is not None and not isinstance(username, str):
+        raise InvalidOptionError(f"username must be a str, not {type(username).__name__}")
+    return username
+
+
+def _check_password(password: Any) -> bytes | None:
+    if password is None:
+        return None
+    if isinstance(password, str):
+        return password.encode("utf-8")
+    if isinstance(password, bytes | bytearray | memoryview):
+        return bytes(password)
+    raise InvalidOptionError(f"password must be str or bytes, not {type(password).__name__}")
+
+
+def _check_function(value: Any, name: str) -> None:
+    if value is not None and not callable(value):
+        raise InvalidOptionError(f"{name} must be a function, not {type(value).__name__}")
+
+
+def _validate_network(o: ClientOptions) -> None:
+    """The network options (:mod:`mqttkit.netoptions`), against the servers."""
+    o.proxy = parse_proxy(o.proxy)
+    o.bind_address = parse_bind_address(o.bind_address)
+    o.socket_options = parse_socket_options(o.socket_options)
+    o.alpn_protocols = parse_alpn_protocols(o.alpn_protocols)
+    o.tls_min_version = parse_tls_version(o.tls_min_version)
+    o.ws_subprotocols = parse_ws_subprotocols(o.ws_subprotocols)
+    if o.ws_path is not None:
+        o.ws_path = check_ws_path(o.ws_path)
+    if o.ws_headers is not None and not callable(o.ws_headers):
+        o.ws_headers = check_ws_headers(o.ws_headers)
+    _check_function(o.transform_ws_url, "transform_ws_url")
+    if o.ciphers is not None and not isinstance(o.ciphers, str):
+        raise InvalidOptionError("ciphers must be an OpenSSL cipher list such as 'ECDHE+AESGCM'")
+    password: Any = o.keyfile_password
+    if password is not None:
+        if not (isinstance(password, str | bytes) or callable(password)):
+            raise InvalidOptionError("keyfile_password must be a str, bytes or a function")
+        if not o.certfile:
+            raise InvalidOptionError("keyfile_password needs certfile (and keyfile)")
+    transports = {server.transport for server in o.servers}
+    if o.ssl_context is not None:
+        for name in ("alpn_protocols", "ciphers", "tls_min_version", "keyfile_password"):
+            if getattr(o, name) is not None:
+                raise InvalidOptionError(
+                    f"{name} and ssl_context both given: set it on the ssl_context "
+                    "(e.g. ssl_context.set_alpn_protocols), or leave ssl_context out"
+                )
+    elif not transports & {"tls", "wss"}:
+        for name in ("alpn_protocols", "ciphers", "tls_min_version"):
+            if getattr(o, name) is not None:
+                raise InvalidOptionError(
+                    f"{name} is a TLS setting, but no server uses TLS: use an mqtts:// or "
+                    "wss:// URL"
+                )
+    if "unix" in transports:
+        for name in ("proxy", "bind_address"):
+            if getattr(o, name) is not None:
+                raise InvalidOptionError(f"{name} applies to TCP connections, not unix sockets")
+    if o.proxy is not None:
+        require_extra("python_socks", "proxy", "the proxy option")
+    if transports & {"ws", "wss"}:
+        require_extra("wsproto", "ws", "MQTT over WebSocket (ws://, wss://)")
 
 
 def _parse_servers(servers: Any, transport: str) -> tuple[Server, ...]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
 
 from mqttkit.testing import TLSFiles
+from tests.support.proxy_server import ProxyServer
 
 
 @pytest.fixture(scope="module")
@@ -25,3 +28,18 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[trustme.CA, TLS
         keyfile=directory / "server.key",
     )
     return ca, files, directory
+
+
+@pytest.fixture
+def proxy_factory() -> Iterator[Callable[..., ProxyServer]]:
+    """Start pproxy servers (``ProxyServer`` arguments); all are stopped at teardown."""
+    servers: list[ProxyServer] = []
+
+    def factory(*args: Any, **kwargs: Any) -> ProxyServer:
+        server = ProxyServer(*args, **kwargs)
+        servers.append(server)
+        return server.start()
+
+    yield factory
+    for server in servers:
+        server.close()

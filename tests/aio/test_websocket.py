@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import hashlib
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -18,10 +22,10 @@ from hypothesis import strategies as st
 
 import mqttkit
 from mqttkit.aio import Client
-from mqttkit.aio.websocket import WebSocketAdapter, accept_key, mask
+from mqttkit.aio.websocket import Handshake, WebSocketAdapter
 from mqttkit.protocol.codec import PacketBuffer, decode_packet, encode_packet
 from mqttkit.protocol.packets import MQTT_3_1_1, ConnAck, Connect, Publish
-from mqttkit.testing import MosquittoBroker, TLSFiles
+from mqttkit.testing import MosquittoBroker, TLSFiles, free_port
 
 TIMEOUT = 5.0
 
@@ -30,27 +34,23 @@ def run(coro, timeout: float = 20.0):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-# -- the pieces ---------------------------------------------------------------------------------
+# -- the scripted server's side of RFC 6455 (the client's is wsproto's) ---------------------------
 
 
-def test_accept_key_is_the_rfc_example() -> None:
+def accept_key(key: bytes) -> bytes:
+    """The ``Sec-WebSocket-Accept`` a server answers to ``Sec-WebSocket-Key: key``."""
+    guid = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+    return base64.b64encode(hashlib.sha1(key + guid, usedforsecurity=False).digest())
+
+
+def mask(data: bytes, key: bytes) -> bytes:
+    """``data`` XORed with the 4-byte ``key`` repeated (RFC 6455 section 5.3)."""
+    return bytes(b ^ key[i % 4] for i, b in enumerate(data))
+
+
+def test_the_scripted_servers_accept_key_is_the_rfc_example() -> None:
     # RFC 6455 section 1.3.
     assert accept_key(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-
-
-@given(st.binary(max_size=300), st.binary(min_size=4, max_size=4))
-def test_mask_is_the_bytewise_xor(data: bytes, key: bytes) -> None:
-    expected = bytes(b ^ key[i % 4] for i, b in enumerate(data))
-    assert mask(data, key) == expected
-    assert mask(mask(data, key), key) == data
-
-
-@pytest.mark.parametrize("size", [16_383, 16_384, 16_385, 32_768, 40_001, 1_000_003])
-def test_mask_of_large_payloads_in_pieces(size: int) -> None:
-    data = bytes(i * 7 % 251 for i in range(size))
-    key = b"\x9a\x01\xff\x42"
-    expected = bytes(b ^ key[i % 4] for i, b in enumerate(data))
-    assert mask(data, key) == expected
 
 
 def test_ws_urls_parse_with_their_default_ports_and_path() -> None:
@@ -140,6 +140,9 @@ class WSServer:
 
     def accept(self) -> dict[str, str]:
         """Accept and read the HTTP request; returns its headers (lower-case names)."""
+        if self.conn is not None:
+            self.conn.close()  # the previous connection
+        self.buf = b""
         self.conn, _ = self.listener.accept()
         self.conn.settimeout(TIMEOUT)
         while b"\r\n\r\n" not in self.buf:
@@ -149,15 +152,20 @@ class WSServer:
         headers = {"request-line": lines[0]}
         for line in lines[1:]:
             name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+            name = name.strip().lower()
+            # A repeated header's values, comma-separated (RFC 9110 section 5.3).
+            value = value.strip()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
         return headers
 
-    def answer(self, headers: dict[str, str], *, accept: bytes | None = None) -> None:
+    def answer(
+        self, headers: dict[str, str], *, accept: bytes | None = None, protocol: str = "mqtt"
+    ) -> None:
         key = headers["sec-websocket-key"].encode()
         self.send_raw(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + (accept or accept_key(key)) + b"\r\n"
-            b"Sec-WebSocket-Protocol: mqtt\r\n\r\n"
+            b"Sec-WebSocket-Protocol: " + protocol.encode() + b"\r\n\r\n"
         )
 
     def send_raw(self, data: bytes) -> None:
@@ -393,16 +401,198 @@ def test_a_server_that_never_answers_the_upgrade_times_out() -> None:
     finish(server, thread, errors)
 
 
+# -- the handshake options: headers, path, subprotocols, the URL hook ------------------------------
+
+
+def serve_connections(
+    count: int, *, protocol: str = "mqtt"
+) -> tuple[WSServer, threading.Thread, list[BaseException], list[dict[str, str]]]:
+    """A scripted server that takes ``count`` connections in turn: records each handshake,
+    accepts it (answering ``protocol``), reads CONNECT, answers CONNACK, and drops every
+    connection but the last (the client reconnects)."""
+    seen: list[dict[str, str]] = []
+
+    def script(server: WSServer) -> None:
+        for n in range(count):
+            headers = server.accept()
+            seen.append(headers)
+            server.answer(headers, protocol=protocol)
+            assert isinstance(server.read_mqtt(), Connect)
+            server.send_frame(0x2, encode_packet(ConnAck(False, 0), MQTT_3_1_1))
+            if n + 1 < count:
+                assert server.conn is not None
+                server.conn.close()
+                server.conn = None
+
+    server, thread, errors = serve(script)
+    return server, thread, errors, seen
+
+
+def connect_times(url: str, count: int, **options: Any) -> list[BaseException]:
+    """A blocking client connecting to ``url`` until it has been connected ``count`` times;
+    the errors it reported."""
+    client = mqttkit.Client(url=url, reconnect_period=0.05, reconnect_max=0.2, **options)
+    connects: list[object] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def on_connect(connack: object) -> None:
+        connects.append(connack)
+        if len(connects) == count:
+            done.set()
+
+    client.on("connect", on_connect)
+    client.on("error", errors.append)
+    client.connect()
+    try:
+        assert done.wait(TIMEOUT), f"connected {len(connects)} times of {count}: {errors}"
+    finally:
+        client.close(force=True).wait(TIMEOUT)
+    return errors
+
+
+def test_headers_path_and_subprotocol_reach_the_server() -> None:
+    server, thread, errors, seen = serve_connections(1)
+    headers = [("Authorization", "Bearer abc.def"), ("X-Api-Key", "k1"), ("X-Api-Key", "k2")]
+
+    async def main() -> None:
+        async with Client(
+            f"ws://127.0.0.1:{server.port}",
+            ws_path="/custom/path?tenant=7",
+            ws_headers=headers,
+            reconnect_period=0,
+        ) as client:
+            assert client.connected
+
+    run(main())
+    finish(server, thread, errors)
+    (request,) = seen
+    assert request["request-line"] == "GET /custom/path?tenant=7 HTTP/1.1"
+    assert request["authorization"] == "Bearer abc.def"
+    assert request["x-api-key"] == "k1, k2"  # a repeated header, in order
+    assert request["sec-websocket-protocol"] == "mqtt"
+    assert request["host"] == f"127.0.0.1:{server.port}"
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_headers_function_is_called_before_every_connection(kind: str) -> None:
+    server, thread, errors, seen = serve_connections(3)
+    calls: list[str] = []
+
+    def fresh() -> dict[str, str]:
+        calls.append(threading.current_thread().name)
+        return {"Authorization": f"Bearer token-{len(calls)}"}
+
+    async def fresh_async() -> dict[str, str]:
+        return fresh()
+
+    connect_times(
+        f"ws://127.0.0.1:{server.port}", 3, ws_headers=fresh if kind == "sync" else fresh_async
+    )
+    finish(server, thread, errors)
+    assert [h["authorization"] for h in seen] == [f"Bearer token-{n}" for n in (1, 2, 3)]
+    if kind == "sync":  # on a thread of its own, never the loop thread of every client
+        assert all(name.startswith("mqttkit-call-") for name in calls)
+
+
+def test_the_url_hook_is_called_before_every_connection_and_may_move_it() -> None:
+    server, thread, errors, seen = serve_connections(2)
+    nowhere = free_port()  # nothing listens here: the hook sends the client elsewhere
+    given: list[str] = []
+
+    async def presign(url: str) -> str:
+        given.append(url)
+        return f"ws://127.0.0.1:{server.port}/mqtt?X-Amz-Signature=sig{len(given)}"
+
+    connect_times(f"ws://127.0.0.1:{nowhere}/mqtt", 2, transform_ws_url=presign)
+    finish(server, thread, errors)
+    assert given == [f"ws://127.0.0.1:{nowhere}/mqtt"] * 2
+    assert [h["request-line"] for h in seen] == [
+        f"GET /mqtt?X-Amz-Signature=sig{n} HTTP/1.1" for n in (1, 2)
+    ]
+    assert {h["host"] for h in seen} == {f"127.0.0.1:{server.port}"}
+
+
+def test_a_url_hook_that_changes_the_scheme_is_an_error() -> None:
+    async def main() -> None:
+        client = Client(
+            "ws://127.0.0.1:9/mqtt",
+            transform_ws_url=lambda url: url.replace("ws://", "wss://"),
+            reconnect_period=0,
+        )
+        with pytest.raises(mqttkit.MQTTConnectionError, match="the scheme cannot change"):
+            await client.connect()
+
+    run(main())
+
+
+def test_mqtt_3_1_offers_the_old_subprotocol_first() -> None:
+    server, thread, errors, seen = serve_connections(1, protocol="mqttv3.1")
+    connect_times(f"ws://127.0.0.1:{server.port}", 1, protocol_version=3, client_id="old")
+    finish(server, thread, errors)
+    assert seen[0]["sec-websocket-protocol"] == "mqttv3.1, mqtt"
+
+
+def test_ws_subprotocols_replaces_the_offer() -> None:
+    server, thread, errors, seen = serve_connections(1, protocol="mqtt-custom")
+    connect_times(f"ws://127.0.0.1:{server.port}", 1, ws_subprotocols=["mqtt-custom"])
+    finish(server, thread, errors)
+    assert seen[0]["sec-websocket-protocol"] == "mqtt-custom"
+
+
+def test_a_subprotocol_the_client_did_not_offer_is_refused() -> None:
+    def script(server: WSServer) -> None:
+        headers = server.accept()
+        server.answer(headers, protocol="stomp")
+        with contextlib.suppress(EOFError, OSError):
+            server._recv()  # the client closes
+
+    server, thread, errors = serve(script)
+
+    async def main() -> None:
+        client = Client(f"ws://127.0.0.1:{server.port}", reconnect_period=0, connect_timeout=5)
+        with pytest.raises(mqttkit.MQTTConnectionError, match="did not offer: 'stomp'"):
+            await client.connect()
+
+    run(main())
+    finish(server, thread, errors)
+
+
+@pytest.mark.parametrize(
+    ("headers", "match"),
+    [
+        ({"Host": "elsewhere"}, "writes 'Host' itself"),
+        ({"Sec-WebSocket-Protocol": "x"}, "use ws_subprotocols"),
+        ({"Bad Name": "x"}, "not a valid HTTP header name"),
+        ({"Authorization": "Bearer s3cret\r\nX: y"}, "contains a line break"),
+        ("Authorization: x", "must be a dict"),
+    ],
+)
+def test_bad_ws_headers_are_refused_without_showing_values(headers: Any, match: str) -> None:
+    with pytest.raises(mqttkit.InvalidOptionError, match=match) as info:
+        mqttkit.Client(url="ws://broker", ws_headers=headers)
+    assert "s3cret" not in str(info.value)
+
+
+def test_without_wsproto_a_ws_url_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "wsproto", None)  # as if not installed
+    with pytest.raises(mqttkit.InvalidOptionError, match=r"pip install 'mqttkit\[ws\]'"):
+        mqttkit.Client(url="ws://broker/mqtt")
+    mqttkit.Client(url="mqtt://broker")  # TCP needs no wsproto
+
+
 # -- the frame parser against arbitrary bytes ------------------------------------------------------
 
 
 class _Inner(asyncio.Protocol):
     def __init__(self) -> None:
         self.data = bytearray()
+        self.calls = 0
         self.lost: list[BaseException | None] = []
 
     def data_received(self, data: bytes) -> None:
         self.data += data
+        self.calls += 1
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost.append(exc)
@@ -426,9 +616,14 @@ class _Raw(asyncio.Transport):
 
 def _upgraded_adapter() -> tuple[WebSocketAdapter, _Inner, _Raw]:
     inner, raw = _Inner(), _Raw()
-    adapter = WebSocketAdapter(inner, "h", "/mqtt")
+    adapter = WebSocketAdapter(inner, Handshake("h"))
     adapter.connection_made(raw)
-    key = adapter._key
+    request = bytes(raw.written).decode("latin-1")
+    key = next(
+        line.partition(":")[2].strip().encode()
+        for line in request.split("\r\n")
+        if line.lower().startswith("sec-websocket-key:")
+    )
     adapter.data_received(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n"
@@ -490,5 +685,20 @@ def test_binary_frames_in_any_cut_pass_their_payload_through(
         assert adapter._error is None
         assert not raw.closed
         assert len(raw.written) > written_before  # the pongs
+
+    asyncio.run(main())
+
+
+def test_the_frames_of_one_read_reach_the_mqtt_protocol_in_one_call() -> None:
+    # A broker sends a frame per packet; each call into the MQTT protocol is a turn of the
+    # engine, so one read's frames go in one call (a ping between them changes nothing).
+    frames = [_server_frame(0x2, b"packet-%d" % i) for i in range(50)]
+    read = b"".join(frames[:25]) + _server_frame(0x9, b"ping") + b"".join(frames[25:])
+
+    async def main() -> None:
+        adapter, inner, _raw = _upgraded_adapter()
+        adapter.data_received(read)
+        assert inner.calls == 1
+        assert bytes(inner.data) == b"".join(b"packet-%d" % i for i in range(50))
 
     asyncio.run(main())

@@ -60,6 +60,7 @@ from ..protocol.packets import (
     Publish,
 )
 from ..protocol.store import MemoryStore
+from .credentials import fresh_credentials, mark_refusal, refresh_credentials
 from .servers import Next, ServerRotation
 from .transport import make_ssl_context, map_connect_error, map_lost_error, open_transport
 
@@ -624,8 +625,12 @@ class Engine:
         self._lost = loop.create_future()
         stage = "sending"
         timeout = self.options.connect_timeout
+        waiting_for = "the username / password function or before_connect did not return"
         try:
             async with asyncio.timeout(timeout):
+                if fresh_credentials(self.options):  # what this attempt's CONNECT carries
+                    await refresh_credentials(self.options, server, self.session.config)
+                waiting_for = "the TCP/TLS connection or the CONNECT write did not complete"
                 try:
                     await open_transport(self.options, server, self._new_protocol, self._ssl)
                 except MQTTError:
@@ -636,16 +641,13 @@ class Engine:
                 await self._connack
         except TimeoutError:
             await self._drop_transport()
-            what = (
-                "the TCP/TLS connection or the CONNECT write did not complete"
-                if stage == "sending"
-                else "no CONNACK arrived"
-            )
+            what = waiting_for if stage == "sending" else "no CONNACK arrived"
             raise ConnectTimeoutError(
                 f"{what} within connect_timeout={timeout:g} s ({server.url})", stage
             ) from None
-        except MQTTError:
+        except MQTTError as exc:
             await self._drop_transport()
+            mark_refusal(exc, self.options)  # fresh credentials: a refusal is retried
             raise
 
     async def _drop_transport(self) -> None:

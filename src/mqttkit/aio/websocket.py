@@ -1,85 +1,67 @@
 """MQTT over WebSocket (``ws://``, ``wss://``): the client side of RFC 6455, as MQTT section 6
-asks for it.
+asks for it, on wsproto (the optional extra ``mqttkit[ws]``).
 
-:class:`WebSocketAdapter` is the asyncio protocol on the socket. It sends the HTTP Upgrade
-request (subprotocol ``mqtt``), checks the server's answer (status 101, ``Sec-WebSocket-Accept``,
-the subprotocol), and then hands the MQTT protocol a transport (:class:`WebSocketTransport`)
-whose ``write`` sends binary frames. Incoming binary frames are passed on as they arrive, even
-part of a frame (the MQTT framing does not care where the WebSocket frames end); ping is
-answered with pong; a text frame, a masked frame or a reserved opcode is a protocol error that
-closes the connection [MQTT-6.0.0-1]; a close frame is answered and ends the connection.
+wsproto is a sans-IO WebSocket implementation (bytes in, events out), so it fits the driver the
+way the MQTT session does: :class:`WebSocketAdapter` is the asyncio protocol on the socket; it
+feeds wsproto what arrives and writes what wsproto produces. It sends the HTTP Upgrade request
+(:class:`Handshake`: path, ``Host``, the subprotocols offered, the user's extra headers), and
+once wsproto has checked the answer (status 101, ``Sec-WebSocket-Accept``, a subprotocol we
+offered) hands the MQTT protocol a transport (:class:`WebSocketTransport`) whose ``write``
+sends one binary message. Incoming binary data is passed on as it arrives, even part of a
+frame (the MQTT framing does not care where the WebSocket frames end); a ping is answered with
+a pong; a text frame or anything wsproto rejects (a masked frame, a reserved opcode or bit) is
+a protocol error that closes the connection with code 1002 [MQTT-6.0.0-1]; the server's close
+frame is answered (its code echoed) and ends the connection.
 
-No dependency: the framing is small, and payload masking XORs whole integers, not bytes.
+What this module decides (wsproto leaves it to the user): the error messages of a failed
+handshake, text frames as errors, and closing the socket at once after our close frame (MQTT
+has nothing more to say, and waiting for the server's answer would only delay a reconnect).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import os
-import struct
+from dataclasses import dataclass
 from typing import Any
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import ProtocolError as WSProtocolError
 
 from ..protocol.errors import ConnectionLostError, MQTTConnectionError, ProtocolError, ReasonCode
 
-__all__ = ["WebSocketAdapter", "WebSocketTransport", "accept_key", "mask"]
+__all__ = ["Handshake", "WebSocketAdapter", "WebSocketTransport"]
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_MAX_RESPONSE_HEAD = 16 * 1024  # an HTTP response head longer than this is not a WebSocket server
-
-# Opcodes (RFC 6455 section 5.2).
-_CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_NORMAL, _GOING_AWAY, _PROTOCOL_ERROR, _NO_STATUS = 1000, 1001, 1002, 1005
 
 
-def accept_key(key: bytes) -> bytes:
-    """The ``Sec-WebSocket-Accept`` value a server must answer to ``Sec-WebSocket-Key: key``."""
-    return base64.b64encode(hashlib.sha1(key + _GUID, usedforsecurity=False).digest())
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """The HTTP Upgrade request of one WebSocket connection."""
 
-
-def mask(data: bytes, key: bytes) -> bytes:
-    """``data`` XORed with the 4-byte ``key`` repeated (RFC 6455 section 5.3): as integers,
-    not byte by byte, and in 16 KB pieces (which stay in the CPU cache: about three times
-    faster than one integer for a megabyte)."""
-    n = len(data)
-    if n <= _MASK_STEP:
-        if not n:
-            return b""
-        value = int.from_bytes(data, "little") ^ int.from_bytes((key * (n // 4 + 1))[:n], "little")
-        return value.to_bytes(n, "little")
-    pattern = key * (_MASK_STEP // 4)
-    whole = int.from_bytes(pattern, "little")
-    view = memoryview(data)
-    pieces = []
-    for start in range(0, n - _MASK_STEP + 1, _MASK_STEP):
-        piece = int.from_bytes(view[start : start + _MASK_STEP], "little") ^ whole
-        pieces.append(piece.to_bytes(_MASK_STEP, "little"))
-    rest = n % _MASK_STEP
-    if rest:
-        tail = int.from_bytes(view[n - rest :], "little") ^ int.from_bytes(pattern[:rest], "little")
-        pieces.append(tail.to_bytes(rest, "little"))
-    return b"".join(pieces)
-
-
-_MASK_STEP = 16 * 1024  # a multiple of 4: every piece starts at key[0]
-
-
-def _frame(opcode: int, payload: bytes) -> bytes:
-    """One final, masked client frame."""
-    key = os.urandom(4)
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    return b"".join((head, key, mask(payload, key)))
+    host: str
+    """The ``Host`` header: the host, with ``:port`` unless it is the scheme's default."""
+    target: str = "/mqtt"
+    """The request path, with its ``?query``."""
+    subprotocols: tuple[str, ...] = ("mqtt",)
+    """The subprotocols offered, in order of preference."""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Extra headers (checked by :func:`mqttkit.netoptions.check_ws_headers`)."""
 
 
 class WebSocketTransport(asyncio.Transport):
-    """The transport the MQTT protocol sees: ``write`` sends one binary frame; the rest is the
-    socket transport's."""
+    """The transport the MQTT protocol sees: ``write`` sends one binary message; the rest is
+    the socket transport's."""
 
     def __init__(self, adapter: WebSocketAdapter, raw: asyncio.Transport) -> None:
         super().__init__()
@@ -88,7 +70,7 @@ class WebSocketTransport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if data:
-            self._raw.write(_frame(_BINARY, bytes(data)))
+            self._adapter.send_binary(data)
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))
@@ -98,7 +80,7 @@ class WebSocketTransport(asyncio.Transport):
 
     def close(self) -> None:
         """Send a close frame (normal closure) and close the connection."""
-        self._adapter.close(1000)
+        self._adapter.close(_NORMAL)
 
     def abort(self) -> None:
         self._raw.abort()
@@ -130,24 +112,19 @@ class WebSocketAdapter(asyncio.Protocol):
 
     Args:
         inner: the MQTT protocol; it sees ``connection_made`` only once the upgrade succeeded.
-        host: the ``Host`` header (host, with ``:port`` unless it is the scheme's default).
-        path: the request path (``/mqtt`` by default).
+        handshake: the Upgrade request to send.
     """
 
-    def __init__(self, inner: asyncio.Protocol, host: str, path: str) -> None:
+    def __init__(self, inner: asyncio.Protocol, handshake: Handshake) -> None:
         self.inner = inner
-        self._host = host
-        self._path = path or "/mqtt"
-        self._key = base64.b64encode(os.urandom(16))
+        self.handshake = handshake
+        self._ws = WSConnection(ConnectionType.CLIENT)
         self._raw: asyncio.Transport | None = None
         #: What the MQTT protocol writes to, once upgraded.
         self.transport: WebSocketTransport | None = None
-        self._head = bytearray()  # the HTTP response, until its end
+        #: The subprotocol the server chose (None: it named none).
+        self.subprotocol: str | None = None
         self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # Frame parsing state.
-        self._buf = b""  # an incomplete frame header, or an incomplete control frame
-        self._left = 0  # payload bytes of the current data frame still to come
-        self._message_opcode = 0  # opcode of the fragmented message in progress (0: none)
         self._closing = False
         self._error: Exception | None = None
 
@@ -156,26 +133,47 @@ class WebSocketAdapter(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._raw = transport
-        request = (
-            f"GET {self._path} HTTP/1.1\r\n"
-            f"Host: {self._host}\r\n"
-            "Upgrade: websocket\r\n"
-            "Connection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {self._key.decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\n"
-            "Sec-WebSocket-Protocol: mqtt\r\n"
-            "\r\n"
+        handshake = self.handshake
+        request = Request(
+            host=handshake.host,
+            target=handshake.target,
+            subprotocols=list(handshake.subprotocols),
+            extra_headers=[(n.encode("ascii"), v.encode("latin-1")) for n, v in handshake.headers],
         )
-        transport.write(request.encode("latin-1"))
+        transport.write(self._ws.send(request))
 
     def data_received(self, data: bytes) -> None:
-        if self.transport is None:
-            self._receive_head(data)
+        if not self._receiving():
             return
+        # The binary data of one read goes to the MQTT protocol in one call, not one per frame
+        # (a broker sends a frame per packet: per call, the engine runs a turn), and before
+        # the close or error that follows it, as it arrived (a ping does not split it).
+        data_events: list[bytes | bytearray] = []
         try:
-            self._receive_frames(data)
-        except ProtocolError as exc:
-            self._fail(exc)
+            self._ws.receive_data(data)
+            for event in self._ws.events():
+                if type(event) is BytesMessage:  # most frequent first
+                    data_events.append(event.data)
+                    continue
+                if data_events and not isinstance(event, Ping | Pong):  # a ping can wait
+                    self._deliver(data_events)
+                    data_events = []
+                    if not self._receiving():
+                        return
+                self._handle(event)
+                if not self._receiving():
+                    return
+            if data_events:
+                self._deliver(data_events)
+        except WSProtocolError as exc:
+            if self.transport is None:
+                self._refuse(_handshake_problem(exc))
+            else:  # pragma: no cover - wsproto reports frame errors as a CloseConnection
+                self._fail(ProtocolError(f"WebSocket protocol error: {exc}"))
+
+    def _receiving(self) -> bool:
+        # False once we closed, or were closed (after the close frames, nothing is read).
+        return not self._closing
 
     def eof_received(self) -> bool:
         return False
@@ -202,7 +200,14 @@ class WebSocketAdapter(asyncio.Protocol):
         if self.transport is not None:
             self.inner.resume_writing()
 
-    # -- closing -------------------------------------------------------------------------------
+    # -- sending --------------------------------------------------------------------------------
+
+    def send_binary(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` as one binary message (dropped once the connection is closing)."""
+        raw = self._raw
+        if raw is None or self._closing or self._ws.state is not ConnectionState.OPEN:
+            return
+        raw.write(self._ws.send(BytesMessage(data=bytes(data))))
 
     def close(self, code: int) -> None:
         """Send a close frame with ``code`` (once) and close the connection."""
@@ -211,168 +216,94 @@ class WebSocketAdapter(asyncio.Protocol):
             return
         if not self._closing:
             self._closing = True
-            raw.write(_frame(_CLOSE, struct.pack("!H", code)))
+            if self._ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+                raw.write(self._ws.send(CloseConnection(code=code)))
         raw.close()
 
-    def _fail(self, error: ProtocolError) -> None:
+    def _fail(self, error: ProtocolError, code: int = _PROTOCOL_ERROR) -> None:
         if self._error is None:
             self._error = error
-        self.close(1002)  # protocol error
+        self.close(code)
 
-    # -- the handshake -------------------------------------------------------------------------
+    # -- events ---------------------------------------------------------------------------------
 
-    def _receive_head(self, data: bytes) -> None:
-        self._head += data
-        end = self._head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._head) > _MAX_RESPONSE_HEAD:
-                self._refuse("the server's HTTP response head is too long")
-            return
-        head = bytes(self._head[:end]).decode("latin-1")
-        rest = bytes(self._head[end + 4 :])
-        self._head = bytearray()
-        problem = self._check_response(head)
-        if problem:
-            self._refuse(problem)
-            return
+    def _deliver(self, pieces: list[bytes | bytearray]) -> None:
+        self.inner.data_received(bytes(pieces[0]) if len(pieces) == 1 else b"".join(pieces))
+
+    def _handle(self, event: object) -> None:
+        if isinstance(event, Ping):
+            assert self._raw is not None
+            self._raw.write(self._ws.send(event.response()))
+        elif isinstance(event, CloseConnection):
+            self._closed_by(event)
+        elif isinstance(event, TextMessage):
+            self._fail(
+                ProtocolError(
+                    "WebSocket text frame: MQTT travels in binary frames [MQTT-6.0.0-1]",
+                    ReasonCode.PROTOCOL_ERROR,
+                )
+            )
+        elif isinstance(event, AcceptConnection):
+            self._accepted(event)
+        elif isinstance(event, RejectConnection):
+            self._refuse(f"the server refused the WebSocket upgrade: HTTP {event.status_code}")
+        # A Pong, or the body of a refusal: nothing to do.
+
+    def _accepted(self, event: AcceptConnection) -> None:
         assert self._raw is not None
         if self.upgraded.done():  # the opener gave up meanwhile (connect timeout)
+            self._closing = True
             self._raw.close()
             return
+        self.subprotocol = event.subprotocol
         self.transport = WebSocketTransport(self, self._raw)
         self.upgraded.set_result(None)
         self.inner.connection_made(self.transport)
-        if rest:
-            self.data_received(rest)
 
-    def _check_response(self, head: str) -> str | None:
-        lines = head.split("\r\n")
-        status = lines[0].split(" ", 2)
-        if len(status) < 2 or not status[0].startswith("HTTP/"):
-            return f"the server did not answer with HTTP: {lines[0][:80]!r}"
-        if status[1] != "101":
-            return f"the server refused the WebSocket upgrade: {lines[0][:120]}"
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip().lower()] = value.strip()
-        if headers.get("upgrade", "").lower() != "websocket":
-            return "the server's 101 response lacks 'Upgrade: websocket'"
-        if "upgrade" not in headers.get("connection", "").lower():
-            return "the server's 101 response lacks 'Connection: Upgrade'"
-        if headers.get("sec-websocket-accept", "").encode() != accept_key(self._key):
-            return "the server's Sec-WebSocket-Accept does not match our key"
-        protocol = headers.get("sec-websocket-protocol")
-        if protocol is not None and protocol.lower() != "mqtt":
-            return f"the server chose the subprotocol {protocol!r}, not 'mqtt'"
-        return None
+    def _closed_by(self, event: CloseConnection) -> None:
+        if self._ws.state is ConnectionState.OPEN:
+            # Not the server's close frame: wsproto found a protocol error in what arrived
+            # (a masked frame, reserved bits or opcode, a bad control frame, bad UTF-8).
+            self._fail(
+                ProtocolError(f"WebSocket protocol error: {event.reason or event.code}"),
+                event.code,
+            )
+            return
+        code = event.code
+        if self._error is None and code not in (_NORMAL, _NO_STATUS):
+            reason = f" ({event.reason})" if event.reason else ""
+            self._error = ConnectionLostError(
+                f"the server closed the WebSocket: code {code}{reason}"
+            )
+        raw = self._raw
+        self._closing = True
+        if raw is not None and not raw.is_closing():
+            if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                raw.write(self._ws.send(event.response()))  # the server's code, echoed
+            raw.close()
+
+    # -- the handshake -------------------------------------------------------------------------
 
     def _refuse(self, problem: str) -> None:
         if not self.upgraded.done():
             self.upgraded.set_exception(
                 MQTTConnectionError(f"WebSocket handshake failed: {problem}")
             )
+        self._closing = True
         if self._raw is not None:
             self._raw.close()
 
-    # -- frames --------------------------------------------------------------------------------
 
-    def _receive_frames(self, data: bytes) -> None:
-        if self._buf:
-            data = self._buf + data
-            self._buf = b""
-        view = memoryview(data)
-        pos = 0
-        size = len(data)
-        while pos < size and not self._closing:
-            if self._left:
-                # Payload of a data frame: passed on as it arrives.
-                take = min(self._left, size - pos)
-                self._left -= take
-                self.inner.data_received(data if take == size else bytes(view[pos : pos + take]))
-                pos += take
-                continue
-            # A frame header (with, for a control frame, its payload), possibly incomplete.
-            after = self._parse_header(data, pos)
-            if after is None:
-                self._buf = data[pos:]
-                return
-            pos = after
-
-    def _parse_header(self, buf: bytes, start: int) -> int | None:
-        """Parse the frame header at ``buf[start:]`` (and handle a whole control frame).
-        Returns the position after what it consumed, or None when more bytes are needed."""
-        have = len(buf) - start
-        if have < 2:
-            return None
-        b0, b1 = buf[start], buf[start + 1]
-        if b0 & 0x70:
-            raise ProtocolError("WebSocket frame with reserved bits set", ReasonCode.PROTOCOL_ERROR)
-        if b1 & 0x80:
-            raise ProtocolError("masked WebSocket frame from the server", ReasonCode.PROTOCOL_ERROR)
-        fin = bool(b0 & 0x80)
-        opcode = b0 & 0x0F
-        length = b1 & 0x7F
-        pos = start + 2
-        if length == 126:
-            if have < 4:
-                return None
-            length = struct.unpack_from("!H", buf, pos)[0]
-            pos += 2
-        elif length == 127:
-            if have < 10:
-                return None
-            length = struct.unpack_from("!Q", buf, pos)[0]
-            pos += 8
-        if opcode >= 0x8:  # control frame: whole, at most 125 bytes, never fragmented
-            if length > 125 or not fin:
-                raise ProtocolError("invalid WebSocket control frame", ReasonCode.PROTOCOL_ERROR)
-            if len(buf) < pos + length:
-                return None
-            self._control(opcode, buf[pos : pos + length])
-            return pos + length
-        if opcode == _TEXT or (opcode == _CONTINUATION and self._message_opcode == _TEXT):
-            raise ProtocolError(
-                "WebSocket text frame: MQTT travels in binary frames [MQTT-6.0.0-1]",
-                ReasonCode.PROTOCOL_ERROR,
-            )
-        if opcode == _BINARY:
-            if self._message_opcode:
-                raise ProtocolError(
-                    "WebSocket data frame inside a fragmented message", ReasonCode.PROTOCOL_ERROR
-                )
-            if not fin:
-                self._message_opcode = _BINARY
-        elif opcode == _CONTINUATION:
-            if not self._message_opcode:
-                raise ProtocolError(
-                    "WebSocket continuation frame without a message", ReasonCode.PROTOCOL_ERROR
-                )
-            if fin:
-                self._message_opcode = 0
-        else:
-            raise ProtocolError(
-                f"WebSocket opcode 0x{opcode:X} is reserved", ReasonCode.PROTOCOL_ERROR
-            )
-        self._left = length
-        return pos
-
-    def _control(self, opcode: int, payload: bytes) -> None:
-        raw = self._raw
-        if opcode == _PING:
-            if raw is not None and not self._closing:
-                raw.write(_frame(_PONG, payload))
-        elif opcode == _CLOSE:
-            code = struct.unpack_from("!H", payload)[0] if len(payload) >= 2 else 1005
-            if self._error is None and code not in (1000, 1005):
-                reason = payload[2:].decode("utf-8", "replace")
-                self._error = ConnectionLostError(
-                    f"the server closed the WebSocket: code {code}"
-                    + (f" ({reason})" if reason else "")
-                )
-            self.close(1000 if code in (1000, 1005) else code)
-        elif opcode != _PONG:
-            raise ProtocolError(
-                f"WebSocket opcode 0x{opcode:X} is reserved", ReasonCode.PROTOCOL_ERROR
-            )
+def _handshake_problem(exc: WSProtocolError) -> str:
+    """What a handshake error of wsproto means, in words for the user."""
+    text = str(exc)
+    if text == "Bad HTTP message":
+        cause = exc.__context__
+        return "the server did not answer with HTTP" + (f" ({cause})" if cause else "")
+    if text == "Bad accept token":
+        return "the server's Sec-WebSocket-Accept does not match our key"
+    if text.startswith("Missing header"):
+        return f"the server's 101 response lacks {text.partition(', ')[2]}"
+    if text.startswith("unrecognized subprotocol"):
+        return f"the server chose a subprotocol we did not offer: {text.rpartition(' ')[2]!r}"
+    return text

@@ -26,7 +26,10 @@ The tree::
     │   ├── KeepaliveTimeoutError      no answer to PINGREQ in time: the link is dead
     │   ├── ConnectionLostError        the transport closed under us
     │   ├── ServerDisconnectError      MQTT 5 DISCONNECT from the server (``reason_code``)
-    │   └── RedirectError              a redirection (0x9C, 0x9D) that cannot be followed
+    │   ├── RedirectError              a redirection (0x9C, 0x9D) that cannot be followed
+    │   └── ProxyError                 the proxy did not open a tunnel to the broker
+    │       ├── ProxyUnreachableError  nothing accepts connections at the proxy's address
+    │       └── ProxyAuthError         the proxy refused the proxy credentials (or needs some)
     ├── OperationError                 the broker refused an operation (``reason_code``)
     │   ├── PublishError               PUBACK / PUBREC with a failure reason code
     │   ├── SubscribeError             SUBACK with a failure for every requested filter
@@ -75,6 +78,9 @@ __all__ = [
     "PacketTooLargeError",
     "PayloadTypeError",
     "ProtocolError",
+    "ProxyAuthError",
+    "ProxyError",
+    "ProxyUnreachableError",
     "PublishError",
     "QueueFullError",
     "ReasonCode",
@@ -290,9 +296,24 @@ class ConnectRefusedError(MQTTConnectionError):
             return self.reason_code == 1
         return self.reason_code == ReasonCode.UNSUPPORTED_PROTOCOL_VERSION
 
+    #: True when the client fetches its credentials afresh before every attempt (a password
+    #: or username function, a ``before_connect`` hook): a refusal of the credentials is then
+    #: not permanent, since the next attempt sends new ones (a token that expired meanwhile).
+    fresh_credentials: bool = False
+
+    @property
+    def bad_credentials(self) -> bool:
+        """True when the server refused the user name or password, or is not authorizing
+        this client (MQTT 3.x return codes 4 and 5, MQTT 5 reason codes 0x86 and 0x87)."""
+        if self.protocol_version < 5:
+            return self.reason_code in (4, 5)
+        return self.reason_code in (ReasonCode.BAD_USER_NAME_OR_PASSWORD, ReasonCode.NOT_AUTHORIZED)
+
     @property
     def permanent(self) -> bool:  # type: ignore[override]
         """True when retrying with the same settings cannot succeed (bad credentials...)."""
+        if self.fresh_credentials and self.bad_credentials:
+            return False
         if self.protocol_version < 5:
             return self.reason_code in (1, 2, 4, 5)
         return self.reason_code not in (
@@ -360,6 +381,22 @@ class RedirectError(MQTTConnectionError):
         self.reason_code = refusal.reason_code
         self.server_reference = refusal.server_reference
         self.refusal = refusal
+
+
+class ProxyError(MQTTConnectionError):
+    """The proxy (``proxy`` option) did not open a tunnel to the broker: it refused the
+    connection (rules, the broker unreachable from the proxy) or broke its protocol. Transient:
+    the client reconnects as after any failed attempt. Never shows the proxy's credentials."""
+
+
+class ProxyUnreachableError(ProxyError):
+    """Nothing accepts connections at the proxy's address (refused, unreachable, or its host
+    name does not resolve)."""
+
+
+class ProxyAuthError(ProxyError):
+    """The proxy refused the proxy user name and password of the ``proxy`` URL, or asks for
+    credentials that the URL does not give."""
 
 
 class OperationError(MQTTError):
