@@ -88,6 +88,42 @@ def test_asyncio_example_runs(mosquitto: MosquittoBroker) -> None:
     assert result.stdout == "Hello mqtt\n"
 
 
+def test_the_asyncio_consumer_example_runs(mosquitto: MosquittoBroker) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "asyncio_consumer.py")],
+        env={**os.environ, "MQTT_URL": mosquitto.url},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sorted(lines[:-1]) == [  # connected before the watcher started: not shown
+        "ALARM alarms/door open",
+        "reading sensors/hall/temp 19.0",
+        "reading sensors/kitchen/temp 21.5",
+    ]
+    assert lines[-1] == "disconnected: closed"
+
+
+def test_the_routing_example_runs(mosquitto: MosquittoBroker) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "routing.py")],
+        env={**os.environ, "MQTT_URL": mosquitto.url},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "temperature sensors/kitchen/temp: 21.5",
+        "other misc/x",
+        "ALARM alarms/door: open",
+    ]
+
+
 #: Old public names kept for compatibility, each documented as a deprecated alias in errors.py:
 #: old name -> the name of the very same class.
 DEPRECATED_ALIASES = {"ConnectionRefusedError": "ConnectRefusedError"}

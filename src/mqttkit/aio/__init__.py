@@ -5,7 +5,22 @@ asyncio front built on it (the blocking front in ``mqttkit.sync`` runs the same 
 private loop thread).
 """
 
-from .client import Client
+from .client import (
+    MAX_STATE_EVENTS,
+    Client,
+    Connected,
+    ConnectionEvent,
+    Disconnected,
+    Reconnecting,
+)
 from .engine import Engine
 
-__all__ = ["Client", "Engine"]
+__all__ = [
+    "MAX_STATE_EVENTS",
+    "Client",
+    "Connected",
+    "ConnectionEvent",
+    "Disconnected",
+    "Engine",
+    "Reconnecting",
+]

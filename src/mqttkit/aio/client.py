@@ -22,18 +22,26 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from .._api import Granted, auth_properties, filters_from, granted_from, subscriptions_from
 from ..options import ClientOptions, Server, parse_disconnect, parse_options
 from ..protocol import session as s
-from ..protocol.errors import ClientClosedError, MQTTConnectionError
+from ..protocol.errors import ClientClosedError, MQTTConnectionError, MQTTError
 from ..protocol.packets import ConnAck, Properties, Publish
 from ..routing import RouteTable
 from .engine import Engine
 
-__all__ = ["Client"]
+__all__ = [
+    "MAX_STATE_EVENTS",
+    "Client",
+    "Connected",
+    "ConnectionEvent",
+    "Disconnected",
+    "Reconnecting",
+]
 
 log = logging.getLogger("mqttkit")
 
@@ -64,6 +72,7 @@ class _Inbox:
         "queues",
         "routes",
         "waiters",
+        "watchers",
     )
 
     def __init__(self, max_buffered: int) -> None:
@@ -83,6 +92,8 @@ class _Inbox:
         #: The queues of the filtered ``messages(filter)`` loops, by filter.
         self.routes: RouteTable[_Queue] = RouteTable()
         self.queues: set[_Queue] = set()
+        #: The queues of the ``connection_events()`` loops.
+        self.watchers: list[_StateQueue] = []
 
     # -- the engine's Listener protocol ---------------------------------------------------------
 
@@ -108,6 +119,8 @@ class _Inbox:
 
     def emit(self, name: str, *args: Any) -> None:
         """A client event."""
+        if self.watchers and name in ("connect", "close", "reconnect"):
+            self._state_event(name, args)
         if name == "message":
             self.message(args[0], args[1])
         elif name == "connect":
@@ -127,6 +140,19 @@ class _Inbox:
         elif name == "end":
             self.ended = True
             self._wake_consumers()
+
+    def _state_event(self, name: str, args: tuple[Any, ...]) -> None:
+        engine = self.engine
+        event: ConnectionEvent
+        if name == "connect":
+            event = Connected(args[0], args[1])
+        elif name == "reconnect":
+            attempt = engine.reconnect_attempt if engine is not None else 0
+            event = Reconnecting(attempt, engine.reconnect_delay if engine is not None else 0.0)
+        else:
+            event = Disconnected(engine.last_error if engine is not None else None)
+        for watcher in self.watchers:
+            watcher.put(event)
 
     def events_done(self) -> None:
         """The end of a batch of engine events: nothing to do, delivery is direct."""
@@ -182,6 +208,55 @@ class _Inbox:
                 waiter.set_result(None)
         for queue in self.queues:
             queue.wake_all()
+        for watcher in self.watchers:
+            watcher.put(None)  # the end
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """A connection was accepted: its CONNACK and the server it is on."""
+
+    connack: ConnAck
+    server: Server
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """A connection (or a connection attempt) ended; ``error`` says why (None: closed)."""
+
+    error: MQTTError | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnecting:
+    """Reconnection attempt number ``attempt`` (1, 2... since the last accepted connection)
+    starts, after waiting ``delay`` seconds of backoff (0: at once, e.g. the next server)."""
+
+    attempt: int
+    delay: float
+
+
+ConnectionEvent = Connected | Disconnected | Reconnecting
+
+#: Most connection events a ``connection_events()`` loop may fall behind; older ones are
+#: dropped beyond (the newest say where the connection stands).
+MAX_STATE_EVENTS = 100
+
+
+class _StateQueue:
+    """The events of one ``connection_events()`` loop, and the loop waiting for one."""
+
+    __slots__ = ("items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: deque[ConnectionEvent | None] = deque(maxlen=MAX_STATE_EVENTS)
+        self.waiter: asyncio.Future[None] | None = None
+
+    def put(self, event: ConnectionEvent | None) -> None:
+        self.items.append(event)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class _Joint:
@@ -464,6 +539,46 @@ class Client:
         engine.unsubscribe(request, token)
         event: s.UnsubscribeCompleted = await token
         return event.reason_codes
+
+    def reconnect(self) -> None:
+        """Drop the current connection and connect again now (a backoff is cut short); the
+        session, and what is queued, carry over as after any lost connection."""
+        self._require_engine().reconnect()
+
+    def connection_events(self) -> AsyncIterator[ConnectionEvent]:
+        """The connection's ups and downs, in order, until the client is closed:
+        :class:`Connected` (with the CONNACK and the server), :class:`Disconnected` (with the
+        cause), :class:`Reconnecting` (attempt number, backoff waited). In effect from this
+        call on; several loops may run at once, each sees every event. A loop that falls
+        more than :data:`MAX_STATE_EVENTS` behind loses the oldest.
+
+        Raises:
+            ClientClosedError: the client was never connected.
+        """
+        self._require_engine()
+        watcher = _StateQueue()
+        self._inbox.watchers.append(watcher)
+        return self._connection_events(watcher)
+
+    async def _connection_events(self, watcher: _StateQueue) -> AsyncIterator[ConnectionEvent]:
+        inbox = self._inbox
+        try:
+            while True:
+                while not watcher.items:
+                    if inbox.ended:
+                        return
+                    watcher.waiter = waiter = asyncio.get_running_loop().create_future()
+                    try:
+                        await waiter
+                    finally:
+                        watcher.waiter = None
+                event = watcher.items.popleft()
+                if event is None:
+                    return
+                yield event
+        finally:
+            if watcher in inbox.watchers:
+                inbox.watchers.remove(watcher)
 
     def messages(
         self, topic_filter: str | None = None, *, max_buffered: int | None = None

@@ -230,6 +230,7 @@ class Engine:
         self._batching = False  # in run_batch()
         self._dispatching = False  # in _process_events(), calling the listener
         self._stop_reconnecting = False
+        self._reconnect_now = False
         # Stores that batch writes (begin/commit, e.g. SQLiteStore): a loop turn holds the
         # session's writes and commits them all before its bytes are written (one fsync per
         # turn, not per write). A MemoryStore needs neither.
@@ -251,6 +252,12 @@ class Engine:
         #: True while the first connection goes on to the next of several servers after one
         #: failed (the ``error`` event of that failure is not the end of connecting).
         self.trying_next_server = False
+        #: Reconnection attempts since the last accepted connection (the one starting now,
+        #: at a ``reconnect`` event), the backoff waited before it (0: none), and why the
+        #: last connection or attempt ended (at a ``close`` event; None: it just closed).
+        self.reconnect_attempt = 0
+        self.reconnect_delay = 0.0
+        self.last_error: MQTTError | None = None
         #: Why the engine stopped for good (set when it stops without close(); cleared by
         #: start()): every pending operation failed with it, and new ones fail with it at once.
         self.stop_error: MQTTError | None = None
@@ -484,6 +491,7 @@ class Engine:
         if self.state == _RUNNING:
             self._wake_up()
             if self._protocol is not None and self._protocol.transport is not None:
+                self._reconnect_now = True  # the end of this connection waits no backoff
                 self._protocol.transport.close()
         else:
             self.start()
@@ -532,6 +540,7 @@ class Engine:
         steady = max(float(self.options.keepalive), 1.0)
         while self.state == _RUNNING:
             if not first:
+                self.reconnect_attempt += 1
                 emit("reconnect")
             first = False
             server = servers.next_target()
@@ -549,6 +558,7 @@ class Engine:
             else:
                 offline_emitted = False
                 self._ever_connected = True
+                self.reconnect_attempt = 0
                 connected_at = self.loop.time()
                 assert self._lost is not None
                 error = await self._lost
@@ -558,12 +568,14 @@ class Engine:
             if self.state != _RUNNING:
                 return
             step = servers.ended(error, lasted)
+            self.reconnect_delay = 0.0
             # Before the error event: a front waiting for the first connection waits on.
             self.trying_next_server = step.next is Next.NEXT and not self._ever_connected
             if step.error is not None:
                 error = step.error
                 if not isinstance(error, ServerDisconnectError):
                     emit("error", error)
+            self.last_error = error
             emit("close")
             if not offline_emitted:
                 offline_emitted = True
@@ -582,10 +594,14 @@ class Engine:
                 break
             if step.next is Next.NEXT:
                 continue
+            if self._reconnect_now:  # reconnect() asked for it
+                self._reconnect_now = False
+                continue
             delay = backoff_delay(
                 attempt, self.options.reconnect_period, self.options.reconnect_max, self.rng
             )
             attempt += 1
+            self.reconnect_delay = delay
             self._wake = wake = self.loop.create_future()
             await asyncio.wait({wake}, timeout=delay)
             self._wake = None
