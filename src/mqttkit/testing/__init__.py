@@ -9,10 +9,11 @@ with its MQTT gateway (MQTT 3.1.1 only, QoS 0/1, JetStream-backed sessions), and
 :class:`NatsCluster` runs several of them as one cluster whose sessions survive a node's death,
 and :class:`RabbitMQServer` runs a third broker: a RabbitMQ node with its MQTT plugin (MQTT 3.1
 and 3.1.1, QoS 0/1, sessions as durable queues), private down to its own ``epmd`` and Erlang
-cookie. It also registers the fixtures ``mosquitto``, ``mosquitto_factory``,
-``mosquitto_auth``, ``nats_server``, ``nats_server_factory``, ``nats_cluster``,
-``nats_cluster_factory``, ``rabbitmq_server`` and ``rabbitmq_server_factory`` as a pytest
-plugin (entry point ``pytest11``).
+cookie. It also registers the fixtures ``mqttkit_mosquitto``, ``mqttkit_mosquitto_factory``,
+``mqttkit_mosquitto_auth``, ``mqttkit_tls_files``, ``mqttkit_nats_server``,
+``mqttkit_nats_server_factory``, ``mqttkit_nats_cluster``, ``mqttkit_nats_cluster_factory``,
+``mqttkit_rabbitmq_server`` and ``mqttkit_rabbitmq_server_factory`` as a pytest plugin (entry
+point ``pytest11``), and the same names without ``mqttkit_`` as aliases.
 
 The modules, one concern each (this one only re-exports)::
 
@@ -23,6 +24,7 @@ The modules, one concern each (this one only re-exports)::
     nats_cluster.py  NatsCluster
     rabbitmq.py      RabbitMQServer, find_rabbitmq_server
     plugin.py        the pytest fixtures and markers
+    aliases.py       the fixtures' short names of earlier versions (``mosquitto``...)
     __main__.py      ``python -m mqttkit.testing run -- COMMAND``
 
 It must import wherever pytest runs, with or without Mosquitto, NATS or RabbitMQ installed, and
