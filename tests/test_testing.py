@@ -39,6 +39,7 @@ from mqttkit.testing import (
     NatsServerError,
     NatsServerNotFoundError,
     TLSFiles,
+    plugin,
 )
 from tests.support.fake_broker import PacketSocket, connect_client
 from tests.support.recorder import Recorder
@@ -263,7 +264,7 @@ def test_broker_that_never_listens_times_out(tmp_path: Path) -> None:
 
 
 def test_missing_binary_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(testing, "_find_binary", lambda name: None)
+    monkeypatch.setattr(testing.mosquitto, "_find_binary", lambda name: None)
     with pytest.raises(RuntimeError) as excinfo:
         testing.find_mosquitto()
     assert str(excinfo.value) == (
@@ -275,9 +276,9 @@ def test_missing_binary_names_the_install_command(monkeypatch: pytest.MonkeyPatc
 
 
 def test_fixture_fails_never_skips_without_mosquitto(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(testing, "_find_binary", lambda name: None)
+    monkeypatch.setattr(testing.mosquitto, "_find_binary", lambda name: None)
     with pytest.raises(pytest.fail.Exception, match="apt-get install -y mosquitto"):
-        testing._start_or_fail(MosquittoBroker())
+        plugin._start_or_fail(MosquittoBroker())
     assert not issubclass(pytest.fail.Exception, pytest.skip.Exception)
 
 
@@ -634,7 +635,9 @@ def test_missing_nats_server_names_the_install_command(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setitem(testing._FALLBACK_PATHS, "nats-server", (str(tmp_path / "nats-server"),))
+    monkeypatch.setitem(
+        testing._process._FALLBACK_PATHS, "nats-server", (str(tmp_path / "nats-server"),)
+    )
     with pytest.raises(NatsServerNotFoundError) as excinfo:
         testing.find_nats_server()
     assert str(excinfo.value) == (
@@ -643,7 +646,7 @@ def test_missing_nats_server_names_the_install_command(
     with pytest.raises(NatsServerNotFoundError, match="apt-get install -y nats-server"):
         NatsServer().start()
     with pytest.raises(pytest.fail.Exception, match="apt-get install -y nats-server"):
-        testing._start_or_fail(NatsServer())
+        plugin._start_or_fail(NatsServer())
 
 
 def test_tests_using_the_nats_fixtures_are_marked(

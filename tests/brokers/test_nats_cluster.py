@@ -18,9 +18,14 @@ from typing import Any
 
 import pytest
 
-from mqttkit import testing
 from mqttkit.protocol.packets import ConnAck, PubAck, Publish, SubAck, Subscribe, Subscription
-from mqttkit.testing import NatsCluster, NatsServer, NatsServerError, NatsServerNotFoundError
+from mqttkit.testing import (
+    NatsCluster,
+    NatsServer,
+    NatsServerError,
+    NatsServerNotFoundError,
+    plugin,
+)
 from tests.support.fake_broker import PacketSocket, connect_client
 from tests.support.recorder import Recorder
 
@@ -245,7 +250,7 @@ def test_a_missing_nats_server_names_the_install_command(tmp_path: Path) -> None
     with pytest.raises(NatsServerNotFoundError, match="apt-get install -y nats-server"):
         cluster.start()
     with pytest.raises(pytest.fail.Exception, match="apt-get install -y nats-server"):
-        testing._start_or_fail(cluster)
+        plugin._start_or_fail(cluster)
     assert not any(node.running for node in cluster.nodes)
 
 

@@ -28,7 +28,7 @@ from mqttkit.protocol.packets import (
     Subscription,
     Will,
 )
-from mqttkit.testing import RabbitMQServer, RabbitMQServerError, RabbitMQServerNotFoundError
+from mqttkit.testing import RabbitMQServer, RabbitMQServerError, RabbitMQServerNotFoundError, plugin
 from tests.support.fake_broker import PacketSocket, connect_client
 from tests.support.recorder import Recorder
 
@@ -460,7 +460,7 @@ def test_missing_rabbitmq_names_the_install_command(
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setitem(
-        testing._FALLBACK_PATHS, "rabbitmq-server", (str(tmp_path / "rabbitmq-server"),)
+        testing._process._FALLBACK_PATHS, "rabbitmq-server", (str(tmp_path / "rabbitmq-server"),)
     )
     hint = "install it with `apt-get update && apt-get install -y rabbitmq-server`"
     with pytest.raises(RabbitMQServerNotFoundError) as excinfo:
@@ -469,9 +469,9 @@ def test_missing_rabbitmq_names_the_install_command(
     with pytest.raises(RabbitMQServerNotFoundError, match="apt-get install -y rabbitmq-server"):
         RabbitMQServer().start()
     with pytest.raises(pytest.fail.Exception, match="apt-get install -y rabbitmq-server"):
-        testing._start_or_fail(RabbitMQServer())
+        plugin._start_or_fail(RabbitMQServer())
     # Erlang's epmd comes with it.
-    monkeypatch.setitem(testing._FALLBACK_PATHS, "epmd", (str(tmp_path / "epmd"),))
+    monkeypatch.setitem(testing._process._FALLBACK_PATHS, "epmd", (str(tmp_path / "epmd"),))
     server = RabbitMQServer(executable=fake_executable(tmp_path, "exit 1"))
     with pytest.raises(RabbitMQServerNotFoundError, match=r"epmd .* not found: install it"):
         server.start()
@@ -488,5 +488,5 @@ def test_debians_wrapper_script_is_passed_over(
     (tmp_path / "sbin" / "rabbitmq-server").symlink_to(wrapper)
     real = fake_executable(tmp_path, "exit 1")
     monkeypatch.setenv("PATH", str(tmp_path / "sbin"))
-    monkeypatch.setitem(testing._FALLBACK_PATHS, "rabbitmq-server", (real,))
+    monkeypatch.setitem(testing._process._FALLBACK_PATHS, "rabbitmq-server", (real,))
     assert testing.find_rabbitmq_server() == real
