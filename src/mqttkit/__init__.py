@@ -15,7 +15,7 @@ The asyncio client is :class:`mqttkit.aio.Client`; the NodeMCU API is :mod:`mqtt
 the sans-IO core is :mod:`mqttkit.protocol`. This module only re-exports.
 """
 
-from ._api import Granted
+from ._api import AckableMessage, Granted
 from .netoptions import Proxy
 from .options import ClientOptions, ConnectSettings, Server
 from .protocol.errors import (
@@ -67,6 +67,7 @@ __version__ = "0.1.0.dev0"
 Message = Publish
 
 __all__ = [
+    "AckableMessage",
     "CertificateVerifyError",
     "Client",
     "ClientClosedError",

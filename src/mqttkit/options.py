@@ -186,6 +186,14 @@ class ClientOptions:
     (CONNACK return code 1, as NATS answers; or a close before CONNACK on the first
     connection, as RabbitMQ's MQTT plugin does). ``protocol_version`` then reads 4; messages
     and subscriptions that need MQTT 5 fail with :class:`InvalidArgumentError`."""
+    manual_ack: bool = False
+    """Acknowledge incoming QoS 1/2 messages yourself: each message is then an
+    :class:`~mqttkit.AckableMessage` whose ``ack(reason_code=0)`` sends its PUBACK / PUBREC
+    (from any thread or task, in the order MQTT requires), instead of the client sending it
+    when the listener returns / the loop asks for the next message (MQTT.js
+    ``customHandleAcks``, paho ``manual_ack``). A message never acknowledged stays so: the
+    broker holds back what follows (its window) and sends it again after a reconnect (the
+    client still holding it does not deliver it twice: its ``ack()`` answers the resend)."""
     will: Will | None = None
     """Last Will: a :class:`Will` or a dict with ``topic``, ``payload``, ``qos``, ``retain``."""
     properties: Properties = NO_PROPERTIES
@@ -553,6 +561,8 @@ def _validate(o: ClientOptions, *, empty_client_id: bool = False) -> ClientOptio
         if servers is not None and not isinstance(servers, list | tuple):
             raise InvalidOptionError(f"servers must be a list, not {type(servers).__name__}")
         o.servers = (Server(o.host, o.port, o.transport),)
+    if not isinstance(o.manual_ack, bool):
+        raise InvalidOptionError(f"manual_ack must be True or False, not {o.manual_ack!r}")
     if not isinstance(o.follow_redirects, bool):
         raise InvalidOptionError(
             f"follow_redirects must be True or False, not {o.follow_redirects!r}"

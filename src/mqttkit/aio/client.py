@@ -21,12 +21,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from .._api import Granted, auth_properties, filters_from, granted_from, subscriptions_from
+from .._api import (
+    Granted,
+    ackable,
+    auth_properties,
+    check_ack_reason,
+    filters_from,
+    granted_from,
+    subscriptions_from,
+)
 from ..options import ClientOptions, Server, parse_disconnect, parse_options
 from ..protocol import session as s
 from ..protocol.errors import ClientClosedError, MQTTConnectionError, MQTTError
@@ -67,6 +75,7 @@ class _Inbox:
         "dropped",
         "ended",
         "engine",
+        "manual",
         "max_buffered",
         "messages",
         "queues",
@@ -89,6 +98,8 @@ class _Inbox:
         self.ended = False
         #: The engine this inbox listens to (set with it).
         self.engine: Engine | None = None
+        #: manual_ack: messages are AckableMessages, their acks left to the application.
+        self.manual = False
         #: The queues of the filtered ``messages(filter)`` loops, by filter.
         self.routes: RouteTable[_Queue] = RouteTable()
         self.queues: set[_Queue] = set()
@@ -99,6 +110,9 @@ class _Inbox:
 
     def message(self, message: Publish, ack: s.Ack | _Joint | None) -> None:
         """An incoming message: per message, so no detour through emit()."""
+        if self.manual and self.engine is not None and not isinstance(ack, _Joint):
+            message = ackable(message, _acknowledger(self.engine, ack))
+            ack = None
         if self.routes:
             targets = self.routes.targets(message.topic)
             if targets:
@@ -210,6 +224,27 @@ class _Inbox:
             queue.wake_all()
         for watcher in self.watchers:
             watcher.put(None)  # the end
+
+
+def _acknowledger(engine: Engine, ack: s.Ack | None) -> Callable[[int], None]:
+    """``message.ack(reason_code)`` for a message with ``manual_ack``: from the engine's loop,
+    or from any other thread."""
+    level = engine.options.protocol_version
+
+    def acknowledge(reason_code: int = 0) -> None:
+        check_ack_reason(reason_code, level)
+        if ack is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is engine.loop:
+            engine.acknowledge(ack, reason_code)
+        else:
+            engine.loop.call_soon_threadsafe(engine.acknowledge, ack, reason_code)
+
+    return acknowledge
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +402,7 @@ class Client:
         if self._engine is None:
             self._engine = Engine(self.options, self._inbox, loop)
             self._inbox.engine = self._engine
+            self._inbox.manual = self.options.manual_ack
         elif self._engine.loop is not loop:
             raise RuntimeError("this client belongs to another event loop")
         engine = self._engine

@@ -454,7 +454,7 @@ class Engine:
             self.session.abort(error, ReasonCode.NOT_AUTHORIZED)
             self.loop.call_soon(self._end_turn)  # its ConnectionClosing, after this batch
 
-    def acknowledge(self, ack: s.Ack) -> None:
+    def acknowledge(self, ack: s.Ack, reason_code: int = 0) -> None:
         """The application has the message of ``ack``. A QoS 2 receipt is durable in the
         incoming store when this returns (the next listener may run then), even in the middle
         of a turn that holds the store's writes.
@@ -462,6 +462,8 @@ class Engine:
         Also from a listener the engine is calling (``dispatch="inline"``): the
         acknowledgement is then written with the rest of the turn's output, after its events.
         """
+        if reason_code and not ack.done:
+            ack.reason_code = reason_code  # MQTT 5 (checked by the front)
         now = self.loop.time()
         self.session.acknowledge(ack, now)
         if ack.qos == 2:

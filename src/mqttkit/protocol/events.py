@@ -166,13 +166,15 @@ class PacketReceived(Event):
 class Ack:
     """The pending acknowledgement of one incoming QoS 1/2 message."""
 
-    __slots__ = ("done", "generation", "packet_id", "qos")
+    __slots__ = ("done", "generation", "packet_id", "qos", "reason_code")
 
     def __init__(self, packet_id: int, qos: int, generation: int) -> None:
         self.packet_id = packet_id
         self.qos = qos
         self.generation = generation
         self.done = False
+        #: MQTT 5: the PUBACK / PUBREC reason code (0: success).
+        self.reason_code = 0
 
     def __repr__(self) -> str:
         return f"<Ack packet_id={self.packet_id} qos={self.qos} done={self.done}>"

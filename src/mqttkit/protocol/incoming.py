@@ -179,7 +179,7 @@ class Incoming:
         if ack.done or ack.generation != self._generation:
             return
         ack.done = True
-        if ack.qos == 2:
+        if ack.qos == 2 and ack.reason_code < 0x80:
             # Recorded now, not when its PUBREC's turn comes: the application has it, and a
             # restart before then must not deliver it again [MQTT-4.3.3-10].
             try:
@@ -192,18 +192,27 @@ class Incoming:
             done = acks.popleft()
             packet_id = done.packet_id
             del self._ack_by_id[packet_id]
+            reason = done.reason_code
             if done.qos == 2:
-                self._received_qos2.add(packet_id)
+                if reason < 0x80:  # a refused message is not received: no PUBREL follows
+                    self._received_qos2.add(packet_id)
                 if output.connected:
-                    output.data.append(codec.encode_pubrec(packet_id))
+                    if reason:
+                        rec = PubRec(packet_id, reason)
+                        output.data.append(codec.encode_packet(rec, self._level))
+                    else:
+                        output.data.append(codec.encode_pubrec(packet_id))
                     output.last_sent = now
                     if self._config.trace_packets:
-                        output.events.append(PacketSent(PubRec(packet_id)))
+                        output.events.append(PacketSent(PubRec(packet_id, reason)))
             elif output.connected:
-                output.data.append(codec.encode_puback(packet_id))
+                if reason:
+                    output.data.append(codec.encode_packet(PubAck(packet_id, reason), self._level))
+                else:
+                    output.data.append(codec.encode_puback(packet_id))
                 output.last_sent = now
                 if self._config.trace_packets:
-                    output.events.append(PacketSent(PubAck(packet_id)))
+                    output.events.append(PacketSent(PubAck(packet_id, reason)))
 
     def pubrel(self, packet_id: int, now: float) -> None:
         """PUBREL arrived: the QoS 2 message is released; answer with PUBCOMP."""

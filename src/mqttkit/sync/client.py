@@ -38,7 +38,13 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, ClassVar, overload
 
-from .._api import auth_properties, filters_from, subscriptions_from
+from .._api import (
+    ackable,
+    auth_properties,
+    check_ack_reason,
+    filters_from,
+    subscriptions_from,
+)
 from ..aio.engine import RUNNING as _ENGINE_RUNNING
 from ..aio.engine import Engine
 from ..options import ClientOptions, Server, parse_disconnect, parse_options
@@ -129,6 +135,7 @@ class Client(EventEmitter):
         )
         # dispatch="inline": listeners run on the loop thread, as the engine reports events.
         self._inline = self.options.dispatch == "inline"
+        self._manual_ack = self.options.manual_ack
         self._loop_listener = LoopListener(
             loop,
             self._dispatcher,
@@ -544,13 +551,16 @@ class Client(EventEmitter):
             name = item[0]
             if name == "message":
                 message: Publish = item[1]
+                ack = item[2]
+                if self._manual_ack:
+                    message = ackable(message, self._acknowledger(ack))
+                    ack = None  # the application acknowledges it
                 routed = self._routes.targets(message.topic) if self._routes else ()
                 if routed:
                     _call_routes(routed, message)
                 else:
                     emit_message(message.topic, message.payload, message)
                 listener.handled += 1
-                ack = item[2]
                 if ack is None:
                     continue
                 if inline:
@@ -574,6 +584,17 @@ class Client(EventEmitter):
                 item[1]()
             else:
                 emit(name, *item[1:])
+
+    def _acknowledger(self, ack: s.Ack | None) -> Callable[[int], None]:
+        """``message.ack(reason_code)`` for a message with ``manual_ack``."""
+        level = self.options.protocol_version
+
+        def acknowledge(reason_code: int = 0) -> None:
+            check_ack_reason(reason_code, level)
+            if ack is not None:
+                self._submit(self._engine.acknowledge, ack, reason_code)
+
+        return acknowledge
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "disconnected"
