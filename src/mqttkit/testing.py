@@ -15,9 +15,9 @@ cookie. It also registers the fixtures ``mosquitto``, ``mosquitto_factory``,
 plugin (entry point ``pytest11``).
 
 It must import wherever pytest runs, with or without Mosquitto, NATS or RabbitMQ installed, and
-it must not import the rest of mqttkit: a broken client must not break the tools that test it. pytest itself
-is optional: without it the fixtures are simply not defined. A test that needs a broker and
-cannot find it *fails* with the install command; it never skips.
+it must not import the rest of mqttkit: a broken client must not break the tools that test it.
+pytest itself is optional: without it the fixtures are simply not defined. A test that needs a
+broker and cannot find it *fails* with the install command; it never skips.
 """
 
 from __future__ import annotations
