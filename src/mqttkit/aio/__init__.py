@@ -2,10 +2,12 @@
 
 ``Engine`` is the only code in mqttkit that touches sockets and timers; ``Client`` is the public
 asyncio front built on it (the blocking front in ``mqttkit.sync`` runs the same engine on a
-private loop thread).
+private loop thread); ``publish_single``, ``publish_multiple`` and ``subscribe_simple`` are
+one-shot helpers on that client.
 """
 
 from .client import Client
 from .engine import Engine
+from .oneshot import publish_multiple, publish_single, subscribe_simple
 
-__all__ = ["Client", "Engine"]
+__all__ = ["Client", "Engine", "publish_multiple", "publish_single", "subscribe_simple"]

@@ -28,7 +28,7 @@ from typing import Any
 from .._api import Granted, auth_properties, filters_from, granted_from, subscriptions_from
 from ..options import ClientOptions, Server, parse_disconnect, parse_options
 from ..protocol import session as s
-from ..protocol.errors import ClientClosedError, MQTTConnectionError
+from ..protocol.errors import ClientClosedError, MQTTConnectionError, MQTTError
 from ..protocol.packets import ConnAck, Properties, Publish
 from .engine import Engine
 
@@ -227,6 +227,13 @@ class Client:
         if self._engine is None:
             return self.options.servers[0]
         return self._engine.server
+
+    @property
+    def stop_error(self) -> MQTTError | None:
+        """Why the client stopped by itself, for good (a refused login when reconnecting, or
+        a lost connection with ``reconnect_period=0``), or None. Its ``messages()`` loops have
+        ended then, and new operations fail with this error."""
+        return None if self._engine is None else self._engine.stop_error
 
     async def connect(self) -> ConnAck:
         """Connect, and return the broker's CONNACK.
