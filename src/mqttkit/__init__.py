@@ -11,7 +11,9 @@ The top level is the node.lua / MQTT.js style API (seed 000)::
         client.subscribe("presence")
         client.publish("presence", "Hello mqtt")
 
-The asyncio client is :class:`mqttkit.aio.Client`; the NodeMCU API is :mod:`mqttkit.nodemcu`;
+One-shot helpers (connect, do one thing, close): :func:`publish_single`,
+:func:`publish_multiple`, :func:`subscribe_simple` (asyncio: in :mod:`mqttkit.aio`). The
+asyncio client is :class:`mqttkit.aio.Client`; the NodeMCU API is :mod:`mqttkit.nodemcu`;
 the sans-IO core is :mod:`mqttkit.protocol`. This module only re-exports.
 """
 
@@ -60,6 +62,7 @@ from .protocol.store import MemoryStore, Store
 from .routing import topic_matches
 from .sync.client import Client, Handle, connect
 from .sync.events import EventEmitter
+from .sync.oneshot import publish_multiple, publish_single, subscribe_simple
 
 __version__ = "0.1.0.dev0"
 
@@ -123,5 +126,8 @@ __all__ = [
     "Will",
     "__version__",
     "connect",
+    "publish_multiple",
+    "publish_single",
+    "subscribe_simple",
     "topic_matches",
 ]

@@ -194,6 +194,14 @@ class ClientOptions:
     ``customHandleAcks``, paho ``manual_ack``). A message never acknowledged stays so: the
     broker holds back what follows (its window) and sends it again after a reconnect (the
     client still holding it does not deliver it twice: its ``ack()`` answers the resend)."""
+    auto_topic_alias: bool = False
+    """MQTT 5 (needs ``protocol_version=5``): send repeated topics by Topic Alias, numbered
+    automatically up to the broker's Topic Alias Maximum (CONNACK; none if it allows 0), anew
+    on each connection. The first message of a topic carries its name and alias, later ones
+    the alias alone. When every alias is taken, a new topic takes over the least recently used
+    one only if that one has been idle for 30 publishes per alias, else it goes with its full
+    name. An alias you set yourself (``topic_alias`` property) keeps its number for the rest
+    of the connection (seed/MQTT.js: ``autoAssignTopicAlias``)."""
     will: Will | None = None
     """Last Will: a :class:`Will` or a dict with ``topic``, ``payload``, ``qos``, ``retain``."""
     properties: Properties = NO_PROPERTIES
@@ -341,6 +349,7 @@ class ClientOptions:
             max_packet_size=self.max_packet_size,
             outgoing_store=self.outgoing_store,
             incoming_store=self.incoming_store,
+            auto_topic_alias=self.auto_topic_alias,
         )
 
 
@@ -387,6 +396,7 @@ _SEED_NAMES: Final[dict[str, tuple[str, Callable[[Any], Any]]]] = {
     "callback": ("callback", _same),
     "will": ("will", _same),
     "protocolVersion": ("protocol_version", _same),
+    "autoAssignTopicAlias": ("auto_topic_alias", _same),
     "properties": ("properties", _same),
     "ca": ("ca", _same),
     "cert": ("certfile", _same),
@@ -593,6 +603,14 @@ def _validate(o: ClientOptions, *, empty_client_id: bool = False) -> ClientOptio
         )
     if o.protocol_fallback and o.protocol_version != MQTT_5:
         raise InvalidOptionError("protocol_fallback needs protocol_version=5 (it falls back to 4)")
+    if not isinstance(o.auto_topic_alias, bool):
+        raise InvalidOptionError(
+            f"auto_topic_alias must be True or False, not {o.auto_topic_alias!r}"
+        )
+    if o.auto_topic_alias and o.protocol_version != MQTT_5:
+        raise InvalidOptionError(
+            "auto_topic_alias needs protocol_version=5 (Topic Aliases are an MQTT 5 feature)"
+        )
     if o.reconnect_period < 0 or o.reconnect_max < 0 or o.close_timeout < 0:
         raise InvalidOptionError("reconnect_period, reconnect_max and close_timeout must be >= 0")
     o.clean = bool(o.clean)

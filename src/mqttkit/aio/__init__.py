@@ -2,7 +2,8 @@
 
 ``Engine`` is the only code in mqttkit that touches sockets and timers; ``Client`` is the public
 asyncio front built on it (the blocking front in ``mqttkit.sync`` runs the same engine on a
-private loop thread).
+private loop thread); ``publish_single``, ``publish_multiple`` and ``subscribe_simple`` are
+one-shot helpers on that client.
 """
 
 from .client import (
@@ -14,6 +15,7 @@ from .client import (
     Reconnecting,
 )
 from .engine import Engine
+from .oneshot import publish_multiple, publish_single, subscribe_simple
 
 __all__ = [
     "MAX_STATE_EVENTS",
@@ -23,4 +25,7 @@ __all__ = [
     "Disconnected",
     "Engine",
     "Reconnecting",
+    "publish_multiple",
+    "publish_single",
+    "subscribe_simple",
 ]

@@ -389,6 +389,13 @@ class Client:
             return self.options.servers[0]
         return self._engine.server
 
+    @property
+    def stop_error(self) -> MQTTError | None:
+        """Why the client stopped by itself, for good (a refused login when reconnecting, or
+        a lost connection with ``reconnect_period=0``), or None. Its ``messages()`` loops have
+        ended then, and new operations fail with this error."""
+        return None if self._engine is None else self._engine.stop_error
+
     async def connect(self) -> ConnAck:
         """Connect, and return the broker's CONNACK.
 

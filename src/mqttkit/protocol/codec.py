@@ -565,6 +565,24 @@ def encode_topic_field(topic: bytes) -> bytes:
 #: The topic field of a PUBLISH sent by Topic Alias alone: a zero-length topic name.
 EMPTY_TOPIC_FIELD: Final = encode_topic_field(b"")
 
+_TOPIC_ALIAS_ID: Final = bytes((_PROPERTY_IDS["topic_alias"],))
+
+
+def add_topic_alias(properties: bytes, alias: int) -> bytes:
+    """The encoded MQTT 5 property block ``properties`` (length prefix included, no Topic Alias
+    in it) with Topic Alias ``alias`` appended (MQTT 5.0, 3.3.2.3.4): the wire form of a
+    PUBLISH sent under an automatic alias, whose queued and stored forms carry none. Properties
+    may come in any order (2.2.2.2), so the rest is copied as it is."""
+    entry = _TOPIC_ALIAS_ID + _pack_u16(alias)
+    if len(properties) == 1:  # the empty block: the common case
+        return b"\x03" + entry
+    # Skip the block's Variable Byte Integer length (at most 4 bytes, section 1.5.5).
+    start = 1
+    while properties[start - 1] & 0x80:
+        start += 1
+    body = properties[start:]
+    return encode_varint(len(body) + 3) + body + entry
+
 
 def publish_remaining_length(
     topic_length: int, qos: int, payload_length: int, properties_length: int | None

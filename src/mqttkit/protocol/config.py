@@ -55,3 +55,5 @@ class SessionConfig:
     """Holds incoming QoS 2 packet ids between PUBREC and PUBREL."""
     trace_packets: bool = False
     """Emit PacketSent / PacketReceived events."""
+    auto_topic_alias: bool = False
+    """MQTT 5: send repeated topics by automatic Topic Alias (see ``aliases.py``)."""

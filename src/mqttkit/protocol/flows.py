@@ -20,7 +20,8 @@ PUBLISH was sent, with nothing after it acknowledged, gives that message a strik
 would otherwise see it forever.
 
 :class:`Flows` owns the entries in flight, packet identifiers, the windows, the broker's limits,
-the progress marks and strikes, the outgoing Topic Aliases of the connection, and the
+the progress marks and strikes, the outgoing Topic Aliases of the connection (the
+application's, and with ``auto_topic_alias`` the automatic ones of :mod:`.aliases`), and the
 subscriptions SUBACK confirmed. It never holds queued work (``outgoing.py`` does), decides
 nothing about the connection's state, builds no wire bytes (``codec`` does) and does no I/O.
 """
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from . import codec
+from .aliases import AutoAliases
 from .config import SessionConfig
 from .errors import (
     ConnectionLostError,
@@ -221,6 +223,7 @@ class Flows:
         "_warned_downgrade",
         "_window",
         "_window_qos2",
+        "aliases",
         "limits",
         "subscriptions",
     )
@@ -251,6 +254,9 @@ class Flows:
         #: What the broker's CONNACK allows (MQTT 5).
         self.limits = _Limits()
         self._out_aliases: dict[int, str] = {}  # Topic Aliases set on this connection
+        #: The automatic Topic Aliases of this connection (``auto_topic_alias``, MQTT 5, a
+        #: broker that takes aliases), else None.
+        self.aliases: AutoAliases | None = None
         #: Filters subscribed (from SUBACK), restored when the broker lost the session.
         self.subscriptions: dict[str, Subscription] = {}
         # The SUBSCRIBE properties of filters subscribed with some (restored with them).
@@ -316,10 +322,21 @@ class Flows:
         3.3.2.3.4); otherwise the topic, which sets the alias for the rest of this connection
         (mappings never carry over to another one)."""
         alias: int = request.properties.topic_alias  # type: ignore[assignment]
+        if self.aliases is not None:
+            self.aliases.reserve(alias)  # the application's alias wins over an automatic one
         if request.alias_only and self._out_aliases.get(alias) == request.topic:
             return codec.EMPTY_TOPIC_FIELD
         self._out_aliases[alias] = request.topic
         return request.topic_field
+
+    def wire_parts(self, request: PublishRequest) -> tuple[bytes, bytes | None]:
+        """The topic field and property block to send ``request`` with on this connection: an
+        MQTT 5 PUBLISH with a Topic Alias of its own (:meth:`wire_topic_field`), or one that
+        :attr:`aliases` may send by an automatic alias."""
+        if request.properties.topic_alias:
+            return self.wire_topic_field(request), request.properties_bytes
+        assert self.aliases is not None
+        return self.aliases.wire_parts(request)
 
     def _allocate_id(self) -> int:
         # [MQTT-2.2.1-3]: a packet identifier is not reused while its flow is unfinished.
@@ -339,11 +356,19 @@ class Flows:
             Whatever the outgoing store raises (nothing was written then).
         """
         request: PublishRequest = entry.request
-        aliased = request.properties_bytes is not None and request.properties.topic_alias
+        # MQTT 5 under a Topic Alias, the application's or an automatic one: the bytes on the
+        # wire differ from the stored form (which keeps the topic, to be valid on any
+        # connection).
+        aliased = request.properties_bytes is not None and (
+            request.properties.topic_alias or self.aliases is not None
+        )
         output = self._output
         if not entry.qos:
             if aliased:
-                data = encode_request(request, 0, self.wire_topic_field(request))
+                topic_field, props = self.wire_parts(request)
+                data = codec.encode_publish_parts(
+                    request.first, topic_field, 0, props, request.payload
+                )
             else:
                 data = encode_request(request, 0)
             output.size += len(data)
@@ -375,9 +400,11 @@ class Flows:
         if aliased:
             # Stored with its topic (a resend on another connection must carry it); on the wire
             # without it when the alias is already set on this connection.
-            topic_field = self.wire_topic_field(request)
-            if topic_field is not request.topic_field:
-                data = encode_request(request, packet_id, topic_field)
+            topic_field, props = self.wire_parts(request)
+            if topic_field is not request.topic_field or props is not request.properties_bytes:
+                data = codec.encode_publish_parts(
+                    request.first, topic_field, packet_id, props, request.payload
+                )
         output.size += len(data)
         output.data.append(data)
         output.last_sent = now
@@ -621,7 +648,9 @@ class Flows:
         self._window = cfg.max_inflight
         self._window_qos2 = cfg.max_inflight_qos2 or 65_535
         self.limits = _Limits()
-        self._out_aliases = {}  # never carried over to another connection (MQTT 5.0, 3.3.2.3.4)
+        # Never carried over to another connection [MQTT-3.3.2-7].
+        self._out_aliases = {}
+        self.aliases = None
         self._conn_mark = self._sent_count
 
     def connection_accepted(self, properties: Properties) -> None:
@@ -636,7 +665,9 @@ class Flows:
             limits.max_qos = properties.maximum_qos
         if properties.retain_available is not None:
             limits.retain_available = bool(properties.retain_available)
-        limits.topic_alias_maximum = properties.topic_alias_maximum or 0
+        limits.topic_alias_maximum = maximum = properties.topic_alias_maximum or 0
+        if self._config.auto_topic_alias and maximum:
+            self.aliases = AutoAliases(maximum, limits.max_packet)
 
     def fall_back(self, level: int) -> None:
         """From now on, packets are written at protocol ``level``."""
@@ -675,8 +706,11 @@ class Flows:
             entry.sent_at = now
             request = entry.request
             if request.properties_bytes is not None and request.properties.topic_alias:
-                # Resent with its topic (stored forms always carry it): the alias is set.
+                # Resent with its topic (stored forms always carry it): the alias is set. (An
+                # automatic alias is never stored: such a message goes with its topic alone.)
                 self._out_aliases[request.properties.topic_alias] = request.topic
+                if self.aliases is not None:
+                    self.aliases.reserve(request.properties.topic_alias)
             output.write(data, now)
             if self._config.trace_packets:
                 output.events.append(PacketSent(codec.decode(data, self._level)))

@@ -254,10 +254,13 @@ class Outgoing:
                 if not request.qos and not queue and self._writable and output.size < OUT_LIMIT:
                     # The hot path: a QoS 0 message that can go right now needs no queue entry.
                     topic_field = request.topic_field
-                    if request.properties_bytes is not None and request.properties.topic_alias:
-                        topic_field = flows.wire_topic_field(request)
+                    props = request.properties_bytes
+                    if props is not None and (
+                        request.properties.topic_alias or flows.aliases is not None
+                    ):
+                        topic_field, props = flows.wire_parts(request)  # MQTT 5: by alias
                     data = encode_publish_parts(
-                        request.first, topic_field, 0, request.properties_bytes, request.payload
+                        request.first, topic_field, 0, props, request.payload
                     )
                     output.data.append(data)
                     output.size += len(data)
