@@ -153,6 +153,9 @@ def test_a_refusal_from_every_server_stops_the_client(make_client: Factory) -> N
             handle.result(5)
         assert info.value.permanent
         client._dispatcher.thread.join(5)
+        a.wait_connections(1)  # (the list is appended to after the handler starts)
+        b.wait_connections(1)
+        time.sleep(0.2)  # a third attempt (reconnect_period 0.05) would be in by now
         assert len(a.connections) == 1
         assert len(b.connections) == 1  # each asked once, then the client stopped
         assert rec.names().count("error") == 2
