@@ -55,7 +55,7 @@ from ..protocol.packets import Properties, Publish
 from ..protocol.store import MemoryStore, is_private
 from ..routing import RouteTable
 from .dispatch import CALL, Dispatcher, LoopListener
-from .events import EventEmitter, F, arity
+from .events import ClientEvents, MessageListener, MessageListenerT, arity
 from .handle import Handle, Operation
 from .loop import Commands, check_not_on_loop_thread, engine_loop, on_loop_thread
 
@@ -74,7 +74,7 @@ _SUBSCRIBE_OPTIONS = frozenset(
 )
 
 
-class Client(EventEmitter):
+class Client(ClientEvents):
     """The seed-000 MQTT client: Node-style events, callbacks, and waitable handles.
 
     Args:
@@ -272,10 +272,10 @@ class Client(EventEmitter):
     # -- routing ---------------------------------------------------------------------------------
 
     @overload
-    def on_message(self, topic_filter: str) -> Callable[[F], F]: ...
+    def on_message(self, topic_filter: str) -> Callable[[MessageListenerT], MessageListenerT]: ...
 
     @overload
-    def on_message(self, topic_filter: str, listener: F) -> F: ...
+    def on_message(self, topic_filter: str, listener: MessageListenerT) -> MessageListenerT: ...
 
     def on_message(self, topic_filter: str, listener: Any = None) -> Any:
         """Route the messages whose topic matches ``topic_filter`` to ``listener(topic,
@@ -292,7 +292,7 @@ class Client(EventEmitter):
             InvalidTopicError: not a valid topic filter.
         """
 
-        def add(fn: F) -> F:
+        def add(fn: MessageListenerT) -> MessageListenerT:
             if not callable(fn):
                 raise TypeError(f"listener must be callable, not {type(fn).__name__}")
             self._routes.add(topic_filter, fn)
@@ -304,7 +304,7 @@ class Client(EventEmitter):
 
     message_callback_add = on_message  # paho-mqtt's name
 
-    def off_message(self, topic_filter: str, listener: Callable[..., Any] | None = None) -> int:
+    def off_message(self, topic_filter: str, listener: MessageListener | None = None) -> int:
         """Remove the routes of ``topic_filter`` (to ``listener`` only, if given); returns
         how many were removed."""
         return self._routes.remove(topic_filter, listener)
