@@ -8,12 +8,13 @@ function's own type, and each operation's handle (or awaitable) has its result t
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, assert_type
+from typing import Any, assert_type, cast
 
 import mqttkit
 import mqttkit.aio
 from mqttkit import AckableMessage, ConnAck, Disconnect, Granted, MQTTError, Publish, Server
 from mqttkit.protocol.packets import Auth, Packet
+from mqttkit.sync.events import EventName
 
 
 def listeners(client: mqttkit.Client) -> None:
@@ -122,6 +123,18 @@ def listeners(client: mqttkit.Client) -> None:
 
     client.on_message("sensors/#", lambda topic, payload, packet: None)
     client.off_message("sensors/+/temp", on_temp)
+
+
+def dynamic_event_names(client: mqttkit.Client, names: list[str]) -> None:
+    """A name only known at run time: cast it; the listener must then suit every event."""
+
+    def log_any(*args: Any) -> None:
+        print(args)
+
+    for name in names:
+        client.on(cast(EventName, name), log_any)
+        client.once(cast(EventName, name), lambda: None)
+        client.off(cast(EventName, name), log_any)
 
 
 def handles(client: mqttkit.Client) -> None:
