@@ -249,7 +249,7 @@ class _Connection:
         self.stopped = False
         #: The engine stopped (set on the loop thread: the core client's ``on_stopped``).
         self.engine_stopped = False
-        self.close_handle: Handle | None = None
+        self.close_handle: Handle[None] | None = None
         self.client = make_client(self._engine_stopped)
 
     def _engine_stopped(self) -> None:

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .._api import (
     Granted,
@@ -53,9 +53,12 @@ __all__ = [
 
 log = logging.getLogger("mqttkit")
 
+_T = TypeVar("_T")
 
-class _Token(asyncio.Future[Any]):
-    """An awaitable operation result that the engine completes."""
+
+class _Token(asyncio.Future[_T]):
+    """An awaitable operation result that the engine completes (``_T``: what it resolves to;
+    for type checkers only, never subscripted at run time)."""
 
     def resolve(self, value: Any) -> None:
         if not self.done():
@@ -352,7 +355,7 @@ class Client:
     ) -> None:
         self.options: ClientOptions = parse_options(url, options, **kwargs)
         self._engine: Engine | None = None
-        self._written: _Token | None = None  # the completed future of QoS 0 sent at once
+        self._written: _Token[int] | None = None  # the completed future of QoS 0 sent at once
         self._inbox = _Inbox(self.options.max_buffered)
 
     # -- public API -------------------------------------------------------------------------------
@@ -451,7 +454,7 @@ class Client:
         engine = self._engine
         if engine is None:
             return
-        token = _Token(loop=engine.loop)
+        token: _Token[None] = _Token(loop=engine.loop)
         engine.close(force, token, code, props)
         await token
 
@@ -486,7 +489,9 @@ class Client:
         at once gets a future that is already done (the same one for all of them).
 
         Returns:
-            A future of the PUBACK / PUBREC reason code (MQTT 5; 0 otherwise).
+            A future of the PUBACK / PUBREC reason code (MQTT 5; 0 otherwise): an ``int``, a
+            :class:`~mqttkit.PublishResult` (an ``int`` with the ``qos`` it was delivered at)
+            when the broker acknowledged a QoS 2 message at QoS 1.
 
         Raises:
             InvalidTopicError, InvalidQoSError, PayloadTypeError: at once, for bad arguments.
@@ -505,7 +510,7 @@ class Client:
                 written = self._written = _Token(loop=engine.loop)
                 written.set_result(0)
             return written
-        token = _Token(loop=engine.loop)
+        token: _Token[int] = _Token(loop=engine.loop)
         engine.publish(request, token)
         if token.done() and token.exception() is not None:
             raise token.exception()  # type: ignore[misc]  # refused at once: queue full, closed
@@ -531,7 +536,7 @@ class Client:
         QoS 1/2 flows acknowledged, SUBACK/UNSUBACK received. Cheaper than gathering the
         futures of a burst of publishes."""
         engine = self._require_engine()
-        token = _Token(loop=engine.loop)
+        token: _Token[None] = _Token(loop=engine.loop)
         engine.flush(token)
         await token
 
@@ -563,9 +568,9 @@ class Client:
             retain_handling=retain_handling,
         )
         request = s.prepare_subscribe(subs, properties, self.options.protocol_version)
-        token = _Token(loop=engine.loop)
+        token: _Token[s.SubscribeCompleted] = _Token(loop=engine.loop)
         engine.subscribe(request, token)
-        event: s.SubscribeCompleted = await token
+        event = await token
         return granted_from(event)
 
     async def unsubscribe(self, topic: Any, properties: Any = None) -> tuple[int, ...]:
@@ -578,9 +583,9 @@ class Client:
         request = s.prepare_unsubscribe(
             filters_from(topic), properties, self.options.protocol_version
         )
-        token = _Token(loop=engine.loop)
+        token: _Token[s.UnsubscribeCompleted] = _Token(loop=engine.loop)
         engine.unsubscribe(request, token)
-        event: s.UnsubscribeCompleted = await token
+        event = await token
         return event.reason_codes
 
     def reconnect(self) -> None:

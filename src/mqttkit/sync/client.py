@@ -39,6 +39,7 @@ from types import TracebackType
 from typing import Any, ClassVar, overload
 
 from .._api import (
+    Granted,
     ackable,
     auth_properties,
     check_ack_reason,
@@ -54,7 +55,7 @@ from ..protocol.packets import Properties, Publish
 from ..protocol.store import MemoryStore, is_private
 from ..routing import RouteTable
 from .dispatch import CALL, Dispatcher, LoopListener
-from .events import EventEmitter, F, arity
+from .events import ClientEvents, MessageListener, MessageListenerT, arity
 from .handle import Handle, Operation
 from .loop import Commands, check_not_on_loop_thread, engine_loop, on_loop_thread
 
@@ -73,7 +74,7 @@ _SUBSCRIBE_OPTIONS = frozenset(
 )
 
 
-class Client(EventEmitter):
+class Client(ClientEvents):
     """The seed-000 MQTT client: Node-style events, callbacks, and waitable handles.
 
     Args:
@@ -218,7 +219,7 @@ class Client(EventEmitter):
         *,
         reason_code: int = 0,
         properties: Properties | Mapping[str, Any] | None = None,
-    ) -> Handle:
+    ) -> Handle[None]:
         """Close the client: send what is queued and wait for outstanding acknowledgements
         (at most ``close_timeout`` seconds), then DISCONNECT; ``force=True`` closes at once.
 
@@ -262,7 +263,7 @@ class Client(EventEmitter):
             reason_code = options.get("reasonCode", reason_code)
             properties = options.get("properties", properties)
         code, props = parse_disconnect(self.options, reason_code, properties)
-        handle = Handle(_CLOSE, callback, self._loop_listener)
+        handle: Handle[None] = Handle(_CLOSE, callback, self._loop_listener)
         self._submit(self._engine.close, bool(force), handle, code, props)
         return handle
 
@@ -271,10 +272,10 @@ class Client(EventEmitter):
     # -- routing ---------------------------------------------------------------------------------
 
     @overload
-    def on_message(self, topic_filter: str) -> Callable[[F], F]: ...
+    def on_message(self, topic_filter: str) -> Callable[[MessageListenerT], MessageListenerT]: ...
 
     @overload
-    def on_message(self, topic_filter: str, listener: F) -> F: ...
+    def on_message(self, topic_filter: str, listener: MessageListenerT) -> MessageListenerT: ...
 
     def on_message(self, topic_filter: str, listener: Any = None) -> Any:
         """Route the messages whose topic matches ``topic_filter`` to ``listener(topic,
@@ -291,7 +292,7 @@ class Client(EventEmitter):
             InvalidTopicError: not a valid topic filter.
         """
 
-        def add(fn: F) -> F:
+        def add(fn: MessageListenerT) -> MessageListenerT:
             if not callable(fn):
                 raise TypeError(f"listener must be callable, not {type(fn).__name__}")
             self._routes.add(topic_filter, fn)
@@ -303,7 +304,7 @@ class Client(EventEmitter):
 
     message_callback_add = on_message  # paho-mqtt's name
 
-    def off_message(self, topic_filter: str, listener: Callable[..., Any] | None = None) -> int:
+    def off_message(self, topic_filter: str, listener: MessageListener | None = None) -> int:
         """Remove the routes of ``topic_filter`` (to ``listener`` only, if given); returns
         how many were removed."""
         return self._routes.remove(topic_filter, listener)
@@ -337,7 +338,7 @@ class Client(EventEmitter):
         qos: int | None = None,
         retain: bool | None = None,
         properties: Any = None,
-    ) -> Handle:
+    ) -> Handle[int]:
         """Publish ``message`` to ``topic``.
 
         Args:
@@ -349,7 +350,10 @@ class Client(EventEmitter):
             qos, retain, properties: keyword spellings of the options.
 
         Returns:
-            A :class:`Handle`; ``handle.result(timeout)`` waits for the flow.
+            A ``Handle[int]``: ``handle.result(timeout)`` waits for the flow and returns the
+            PUBACK / PUBREC reason code (0 for QoS 0 and MQTT 3.x; a
+            :class:`~mqttkit.PublishResult` when the broker delivered a QoS 2 message at
+            QoS 1).
 
         Raises:
             InvalidTopicError, InvalidQoSError, PayloadTypeError, UnknownOptionError: at once.
@@ -376,10 +380,10 @@ class Client(EventEmitter):
             if refusal is not None:
                 # Closed, or stopped for good: failed at once, with why; its callback runs on
                 # the dispatch thread (never on the caller's, never through the loop).
-                handle = Handle(_PUBLISH, callback, self._dispatcher)
-                handle.reject(refusal)
-                return handle
-        handle = Handle(_PUBLISH, callback, self._loop_listener)
+                refused: Handle[int] = Handle(_PUBLISH, callback, self._dispatcher)
+                refused.reject(refusal)
+                return refused
+        handle: Handle[int] = Handle(_PUBLISH, callback, self._loop_listener)
         submit = self._submit
         session = engine.session
         if request.properties_bytes is not None and request.properties.topic_alias:
@@ -445,7 +449,7 @@ class Client(EventEmitter):
         retain_as_published: bool | None = None,
         retain_handling: int | None = None,
         properties: Any = None,
-    ) -> Handle:
+    ) -> Handle[list[Granted]]:
         """Subscribe to a filter, a list of filters, or a dict ``{filter: qos}``.
 
         Args:
@@ -455,7 +459,8 @@ class Client(EventEmitter):
             callback: ``callback(err, granted)`` with ``granted`` a list of ``(topic, qos)``.
 
         Returns:
-            A :class:`Handle` resolving to the granted list.
+            A ``Handle[list[Granted]]``: one :class:`~mqttkit.Granted` ``(topic, qos)`` per
+            filter (qos >= 128: refused).
         """
         if callable(options):
             callback, options = options, None
@@ -481,7 +486,7 @@ class Client(EventEmitter):
         request = s.prepare_subscribe(
             subs, pick(properties, "properties", default=None), self.options.protocol_version
         )
-        handle = Handle(_SUBSCRIBE, callback, self._loop_listener)
+        handle: Handle[list[Granted]] = Handle(_SUBSCRIBE, callback, self._loop_listener)
         self._submit(self._engine.subscribe, request, handle)
         return handle
 
@@ -492,8 +497,13 @@ class Client(EventEmitter):
         callback: Callable[..., Any] | None = None,
         *,
         properties: Any = None,
-    ) -> Handle:
-        """Unsubscribe from a filter or a list of filters; ``callback(err)`` on UNSUBACK."""
+    ) -> Handle[tuple[int, ...]]:
+        """Unsubscribe from a filter or a list of filters; ``callback(err)`` on UNSUBACK.
+
+        Returns:
+            A ``Handle[tuple[int, ...]]``: the MQTT 5 reason codes, one per filter (empty for
+            MQTT 3.x).
+        """
         if callable(options):
             callback, options = options, None
         opts = _options_dict(options, frozenset({"properties"}), "unsubscribe")
@@ -502,7 +512,7 @@ class Client(EventEmitter):
             opts.get("properties") if properties is None else properties,
             self.options.protocol_version,
         )
-        handle = Handle(_UNSUBSCRIBE, callback, self._loop_listener)
+        handle: Handle[tuple[int, ...]] = Handle(_UNSUBSCRIBE, callback, self._loop_listener)
         self._submit(self._engine.unsubscribe, request, handle)
         return handle
 
@@ -525,7 +535,7 @@ class Client(EventEmitter):
             False if ``timeout`` (seconds) ran out first.
         """
         check_not_on_loop_thread("flush()")
-        handle = Handle(_CLOSE, None, self._loop_listener)
+        handle: Handle[None] = Handle(_CLOSE, None, self._loop_listener)
         self._submit(self._engine.flush, handle)
         return handle.wait(timeout)
 

@@ -14,6 +14,11 @@ that moment: nobody hears it). Held events are bounded (:data:`MAX_HELD` per eve
 Where held events are delivered is up to the subclass (:meth:`EventEmitter._replay`); the sync
 client delivers them on its dispatch thread, in order with everything else. Incoming messages,
 the hot path, have a fast way in of their own (:meth:`EventEmitter._emit_message`).
+
+:class:`ClientEvents` adds, for type checkers only, the listener signature of each event of the
+seed client (``MessageListener``...): ``client.on("message", fn)`` with a ``fn`` that takes the
+wrong arguments, or an event name the client does not emit, is a type error. Nothing of it
+exists at run time beyond the aliases: the methods are :class:`EventEmitter`'s.
 """
 
 from __future__ import annotations
@@ -24,11 +29,27 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias, TypeVar, overload
 
-from ..protocol.errors import InvalidArgumentError
+from .._api import AckableMessage
+from ..options import Server
+from ..protocol.errors import InvalidArgumentError, MQTTError
+from ..protocol.packets import Auth, ConnAck, Disconnect, Packet, Publish
 
-__all__ = ["MAX_HELD", "EventEmitter"]
+__all__ = [
+    "MAX_HELD",
+    "AuthListener",
+    "ClientEvents",
+    "ConnectListener",
+    "DisconnectListener",
+    "DroppedListener",
+    "ErrorListener",
+    "EventEmitter",
+    "EventName",
+    "MessageListener",
+    "NoArgListener",
+    "PacketListener",
+]
 
 log = logging.getLogger("mqttkit")
 
@@ -252,3 +273,175 @@ class EventEmitter:
             except Exception:
                 log.exception("mqttkit: listener %r for event %r raised", entry.fn, event)
         return bool(entries)
+
+
+# -- the seed client's events, typed -------------------------------------------------------------
+# A listener may take fewer trailing arguments than its event offers (see emit()): each alias is
+# the union of the signatures a listener may have. ``object`` as the return type: whatever a
+# listener returns is ignored.
+
+#: The events of :class:`mqttkit.Client`.
+EventName: TypeAlias = Literal[
+    "auth",
+    "close",
+    "connect",
+    "disconnect",
+    "dropped",
+    "end",
+    "error",
+    "message",
+    "offline",
+    "packetreceive",
+    "packetsend",
+    "reconnect",
+]
+#: ``reconnect()``, ``close()``, ``offline()``, ``end()``.
+NoArgListener: TypeAlias = Callable[[], object]
+#: ``connect(connack, server)``.
+ConnectListener: TypeAlias = (
+    Callable[[ConnAck, Server], object] | Callable[[ConnAck], object] | Callable[[], object]
+)
+#: ``error(err)``: every error the client reports is an :class:`~mqttkit.MQTTError`.
+ErrorListener: TypeAlias = Callable[[MQTTError], object] | Callable[[], object]
+#: ``message(topic, payload, packet)``, also a route's (``on_message``). With
+#: ``manual_ack=True`` the packet is an :class:`~mqttkit.AckableMessage`: a type checker cannot
+#: see the option, so a listener may declare either (declaring ``AckableMessage`` without
+#: ``manual_ack`` is a mistake it does not catch).
+MessageListener: TypeAlias = (
+    Callable[[str, bytes, Publish], object]
+    | Callable[[str, bytes, AckableMessage], object]
+    | Callable[[str, bytes], object]
+    | Callable[[str], object]
+    | Callable[[], object]
+)
+#: ``disconnect(packet)`` (MQTT 5: the server's DISCONNECT).
+DisconnectListener: TypeAlias = Callable[[Disconnect], object] | Callable[[], object]
+#: ``auth(packet)`` (MQTT 5: the server's AUTH).
+AuthListener: TypeAlias = Callable[[Auth], object] | Callable[[], object]
+#: ``dropped(packet)``: a message dropped by a full queue (outgoing) or a slow application
+#: (incoming QoS 0).
+DroppedListener: TypeAlias = Callable[[Publish], object] | Callable[[], object]
+#: ``packetsend(packet)``, ``packetreceive(packet)``.
+PacketListener: TypeAlias = Callable[[Packet], object] | Callable[[], object]
+
+# One per alias: ``on`` returns the listener with its own type (a decorator keeps the function).
+_NoArgT = TypeVar("_NoArgT", bound=NoArgListener)
+_ConnectT = TypeVar("_ConnectT", bound=ConnectListener)
+_ErrorT = TypeVar("_ErrorT", bound=ErrorListener)
+MessageListenerT = TypeVar("MessageListenerT", bound=MessageListener)
+_DisconnectT = TypeVar("_DisconnectT", bound=DisconnectListener)
+_AuthT = TypeVar("_AuthT", bound=AuthListener)
+_DroppedT = TypeVar("_DroppedT", bound=DroppedListener)
+_PacketT = TypeVar("_PacketT", bound=PacketListener)
+
+_NoArgEvent: TypeAlias = Literal["reconnect", "close", "offline", "end"]
+_PacketEvent: TypeAlias = Literal["packetsend", "packetreceive"]
+
+
+class ClientEvents(EventEmitter):
+    """:class:`EventEmitter` with the seed client's events and listener signatures, for type
+    checkers (at run time it adds nothing).
+
+    ``on``, ``once`` and ``off`` accept only the names of :data:`EventName`, each with a
+    listener of its event's signature (one of the unions above: fewer trailing arguments are
+    fine). A name held in a plain ``str`` variable needs ``typing.cast(EventName, name)``.
+    """
+
+    if TYPE_CHECKING:
+        # Narrower than EventEmitter's ``on(str, Callable[..., Any])`` on purpose: the client
+        # refuses any other event name at run time too (InvalidArgumentError).
+        @overload  # type: ignore[override]
+        def on(self, event: _NoArgEvent) -> Callable[[_NoArgT], _NoArgT]: ...
+        @overload
+        def on(self, event: _NoArgEvent, listener: _NoArgT) -> _NoArgT: ...
+        @overload
+        def on(self, event: Literal["connect"]) -> Callable[[_ConnectT], _ConnectT]: ...
+        @overload
+        def on(self, event: Literal["connect"], listener: _ConnectT) -> _ConnectT: ...
+        @overload
+        def on(self, event: Literal["error"]) -> Callable[[_ErrorT], _ErrorT]: ...
+        @overload
+        def on(self, event: Literal["error"], listener: _ErrorT) -> _ErrorT: ...
+        @overload
+        def on(
+            self, event: Literal["message"]
+        ) -> Callable[[MessageListenerT], MessageListenerT]: ...
+        @overload
+        def on(self, event: Literal["message"], listener: MessageListenerT) -> MessageListenerT: ...
+        @overload
+        def on(self, event: Literal["disconnect"]) -> Callable[[_DisconnectT], _DisconnectT]: ...
+        @overload
+        def on(self, event: Literal["disconnect"], listener: _DisconnectT) -> _DisconnectT: ...
+        @overload
+        def on(self, event: Literal["auth"]) -> Callable[[_AuthT], _AuthT]: ...
+        @overload
+        def on(self, event: Literal["auth"], listener: _AuthT) -> _AuthT: ...
+        @overload
+        def on(self, event: Literal["dropped"]) -> Callable[[_DroppedT], _DroppedT]: ...
+        @overload
+        def on(self, event: Literal["dropped"], listener: _DroppedT) -> _DroppedT: ...
+        @overload
+        def on(self, event: _PacketEvent) -> Callable[[_PacketT], _PacketT]: ...
+        @overload
+        def on(self, event: _PacketEvent, listener: _PacketT) -> _PacketT: ...
+        def on(self, event: str, listener: Any = None) -> Any: ...
+
+        add_listener = on  # type: ignore[assignment]  # narrowed with on, as above
+
+        @overload  # type: ignore[override]
+        def once(self, event: _NoArgEvent) -> Callable[[_NoArgT], _NoArgT]: ...
+        @overload
+        def once(self, event: _NoArgEvent, listener: _NoArgT) -> _NoArgT: ...
+        @overload
+        def once(self, event: Literal["connect"]) -> Callable[[_ConnectT], _ConnectT]: ...
+        @overload
+        def once(self, event: Literal["connect"], listener: _ConnectT) -> _ConnectT: ...
+        @overload
+        def once(self, event: Literal["error"]) -> Callable[[_ErrorT], _ErrorT]: ...
+        @overload
+        def once(self, event: Literal["error"], listener: _ErrorT) -> _ErrorT: ...
+        @overload
+        def once(
+            self, event: Literal["message"]
+        ) -> Callable[[MessageListenerT], MessageListenerT]: ...
+        @overload
+        def once(
+            self, event: Literal["message"], listener: MessageListenerT
+        ) -> MessageListenerT: ...
+        @overload
+        def once(self, event: Literal["disconnect"]) -> Callable[[_DisconnectT], _DisconnectT]: ...
+        @overload
+        def once(self, event: Literal["disconnect"], listener: _DisconnectT) -> _DisconnectT: ...
+        @overload
+        def once(self, event: Literal["auth"]) -> Callable[[_AuthT], _AuthT]: ...
+        @overload
+        def once(self, event: Literal["auth"], listener: _AuthT) -> _AuthT: ...
+        @overload
+        def once(self, event: Literal["dropped"]) -> Callable[[_DroppedT], _DroppedT]: ...
+        @overload
+        def once(self, event: Literal["dropped"], listener: _DroppedT) -> _DroppedT: ...
+        @overload
+        def once(self, event: _PacketEvent) -> Callable[[_PacketT], _PacketT]: ...
+        @overload
+        def once(self, event: _PacketEvent, listener: _PacketT) -> _PacketT: ...
+        def once(self, event: str, listener: Any = None) -> Any: ...
+
+        @overload  # type: ignore[override]
+        def off(self, event: _NoArgEvent, listener: NoArgListener) -> None: ...
+        @overload
+        def off(self, event: Literal["connect"], listener: ConnectListener) -> None: ...
+        @overload
+        def off(self, event: Literal["error"], listener: ErrorListener) -> None: ...
+        @overload
+        def off(self, event: Literal["message"], listener: MessageListener) -> None: ...
+        @overload
+        def off(self, event: Literal["disconnect"], listener: DisconnectListener) -> None: ...
+        @overload
+        def off(self, event: Literal["auth"], listener: AuthListener) -> None: ...
+        @overload
+        def off(self, event: Literal["dropped"], listener: DroppedListener) -> None: ...
+        @overload
+        def off(self, event: _PacketEvent, listener: PacketListener) -> None: ...
+        def off(self, event: str, listener: Callable[..., Any]) -> None: ...
+
+        remove_listener = off  # type: ignore[assignment]  # narrowed with off, as above

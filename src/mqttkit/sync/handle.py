@@ -12,7 +12,7 @@ import enum
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from .._api import granted_from
 from ..protocol.errors import OperationTimeoutError
@@ -22,6 +22,10 @@ from .loop import check_not_on_loop_thread
 __all__ = ["CallbackRunner", "Handle", "Operation"]
 
 log = logging.getLogger("mqttkit")
+
+#: What a handle resolves to: ``int`` (publish), ``list[Granted]`` (subscribe),
+#: ``tuple[int, ...]`` (unsubscribe), ``None`` (close, flush).
+T = TypeVar("T")
 
 
 class Operation(enum.Enum):
@@ -48,13 +52,17 @@ class CallbackRunner(Protocol):
 _handle_lock = threading.Lock()
 
 
-class Handle:
+class Handle(Generic[T]):
     """The outcome of one operation: wait for it, or get a callback.
 
-    ``publish`` resolves to the PUBACK/PUBREC reason code (0 for MQTT 3.x), ``subscribe`` to the
-    list of :class:`~mqttkit.Granted`, ``unsubscribe`` to the MQTT 5 reason codes, ``close``
-    to None. Completion is set on the loop thread; callbacks run on the client's dispatch
-    thread, in order with the client's events.
+    ``publish`` returns a ``Handle[int]``: the PUBACK/PUBREC reason code (0 for QoS 0 and for
+    MQTT 3.x), a :class:`~mqttkit.PublishResult` (an ``int`` that also carries the ``qos`` it
+    was delivered at) when the broker acknowledged a QoS 2 message at QoS 1. ``subscribe``:
+    ``Handle[list[Granted]]``; ``unsubscribe``: ``Handle[tuple[int, ...]]`` (the MQTT 5 reason
+    codes, empty for MQTT 3.x); ``close``: ``Handle[None]``. Completion is set on the loop
+    thread; callbacks run on the client's dispatch thread, in order with the client's events.
+
+    The type parameter is for type checkers only: nothing subscripts it at run time.
     """
 
     __slots__ = ("_callback", "_done", "_error", "_event", "_kind", "_runner", "_value")
@@ -141,8 +149,11 @@ class Handle:
             event = self._event
         return self._done or event.wait(timeout)
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> T:
         """Wait, then return the operation's result or raise its error.
+
+        Returns:
+            What the operation resolved to (see the class docstring).
 
         Raises:
             OperationTimeoutError: ``timeout`` ran out (the operation itself goes on).
@@ -151,7 +162,8 @@ class Handle:
             raise OperationTimeoutError(f"the operation did not complete within {timeout} s")
         if self._error is not None:
             raise self._error
-        return self._value
+        value: T = self._value  # stored untyped by resolve(); its kind decides the type
+        return value
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait, then return the operation's error (None if it succeeded)."""
