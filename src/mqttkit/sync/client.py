@@ -60,8 +60,6 @@ from .loop import Commands, check_not_on_loop_thread, engine_loop, on_loop_threa
 
 __all__ = ["Client", "Handle", "connect", "engine_loop"]
 
-log = logging.getLogger("mqttkit")
-
 _PUBLISH = Operation.PUBLISH
 _SUBSCRIBE = Operation.SUBSCRIBE
 _UNSUBSCRIBE = Operation.UNSUBSCRIBE
@@ -147,6 +145,7 @@ class Client(EventEmitter):
         self._engine = Engine(
             self.options, self._loop_listener, loop, retry_first_connect=retry_first_connect
         )
+        self._log = self._engine.log
         self._commands = Commands(loop, self._engine.run_batch)
         self._submit = self._commands.submit  # bound once: publish() is the hot path
         #: Topic routes (on_message): filter -> listener, matched per incoming message.
@@ -557,7 +556,7 @@ class Client(EventEmitter):
                     ack = None  # the application acknowledges it
                 routed = self._routes.targets(message.topic) if self._routes else ()
                 if routed:
-                    _call_routes(routed, message)
+                    _call_routes(routed, message, self._log)
                 else:
                     emit_message(message.topic, message.payload, message)
                 listener.handled += 1
@@ -575,7 +574,7 @@ class Client(EventEmitter):
                     stored = threading.Event()
                     submit(_acknowledge_and_set, acknowledge, ack, stored)
                     if not stored.wait(30):
-                        log.warning("the loop thread took over 30 s to store a QoS 2 receipt")
+                        self._log.warning("the loop thread took over 30 s to store a QoS 2 receipt")
                 else:
                     # Acknowledged as soon as its listeners have returned, not at the end of the
                     # batch: the broker refills its window while the rest are handled.
@@ -601,7 +600,11 @@ class Client(EventEmitter):
         return f"<mqttkit.Client {self.options.url} client_id={self.options.client_id!r} {state}>"
 
 
-def _call_routes(routed: tuple[Callable[..., Any], ...], message: Publish) -> None:
+def _call_routes(
+    routed: tuple[Callable[..., Any], ...],
+    message: Publish,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
     args = (message.topic, message.payload, message)
     for fn in routed:
         n = arity(fn)
@@ -611,7 +614,7 @@ def _call_routes(routed: tuple[Callable[..., Any], ...], message: Publish) -> No
             else:
                 fn(*args[:n])
         except Exception:
-            log.exception("mqttkit: route listener %r for %r raised", fn, message.topic)
+            log.exception("route listener %r for %r raised", fn, message.topic)
 
 
 def _acknowledge_and_set(

@@ -118,7 +118,7 @@ class Handle:
         try:
             callback(*args)
         except Exception:
-            log.exception("mqttkit: callback %r raised", callback)
+            log.exception("callback %r raised", callback)
 
     # Public API.
     def done(self) -> bool:
