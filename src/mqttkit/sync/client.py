@@ -20,9 +20,10 @@ This module owns the client itself: options, argument checking, the operations a
 batch of events means (:meth:`Client._process`: listeners, acknowledgements, callbacks).
 Operations return a :class:`~mqttkit.sync.handle.Handle`.
 
-The dispatch thread is not a daemon and lives while the client is active (connecting,
-connected or reconnecting): as in Node.js, a script that only registers listeners keeps running
-until the client is closed (or stops for good, e.g. on a refused login).
+The dispatch thread lives while the client is active (connecting, connected or reconnecting),
+and while it does, the process lives on after its main thread has ended: as in Node.js, a script
+that only registers listeners keeps running until the client is closed (or stops for good, e.g.
+on a refused login). One Ctrl-C closes the clients and ends it (see :mod:`mqttkit.sync.lifetime`).
 
 Listeners registered right after :func:`connect` returns never miss the first events: see the
 hold rule in :mod:`mqttkit.sync.events`.
@@ -129,7 +130,9 @@ class Client(EventEmitter):
         self.options: ClientOptions = parse_options(url, options, **kwargs)
         loop = engine_loop()
         self._dispatcher = Dispatcher(
-            self._process, lambda: f"mqttkit-dispatch-{self.options.client_id}"
+            self._process,
+            lambda: f"mqttkit-dispatch-{self.options.client_id}",
+            lambda force: self.close(force=force),
         )
         # dispatch="inline": listeners run on the loop thread, as the engine reports events.
         self._inline = self.options.dispatch == "inline"
