@@ -220,3 +220,18 @@ def test_no_log_message_repeats_the_logger_name() -> None:
         for match in pattern.finditer(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+def test_the_core_names_the_client_too(make_client, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mqttkit")
+    client_id = unique("core")
+    with FakeBroker() as broker:
+        client = make_client(url=broker.url, client_id=client_id)
+        rec = Recorder(client, ("connect",))
+        conn = broker.accept()
+        conn.handshake()
+        rec.wait_for("connect")
+        conn.send_raw(b"\x40\x02\x00\x4d")  # a PUBACK for packet id 77, never sent
+        record = wait_for_record(caplog, client_id, "ignored PUBACK for packet id 77")
+    assert record.name == "mqttkit.client"
+    assert record.getMessage().startswith(f"[{client_id}] ")
