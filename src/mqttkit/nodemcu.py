@@ -85,7 +85,7 @@ __all__ = [
     "reason_for",
 ]
 
-log = logging.getLogger("mqttkit")
+log = logging.getLogger("mqttkit.nodemcu")
 
 #: There is no broker listening at the specified IP address and port.
 CONN_FAIL_SERVER_NOT_FOUND: Final = -5
@@ -611,7 +611,7 @@ class Client:
 
         def done(err: BaseException | None) -> None:
             if err is not None:
-                log.info("mqttkit.nodemcu: publish to %r failed: %s", topic, err)
+                log.info("publish to %r failed: %s", topic, err)
                 return
             if fn is not None:
                 _call(fn, "publish callback", self)
@@ -661,7 +661,7 @@ class Client:
 
         def done(err: BaseException | None, _granted: object = None) -> None:
             if err is not None:
-                log.info("mqttkit.nodemcu: subscribe failed: %s", err)
+                log.info("subscribe failed: %s", err)
                 return
             if fn is not None:
                 _call(fn, "subscribe callback", self)
@@ -696,7 +696,7 @@ class Client:
 
         def done(err: BaseException | None) -> None:
             if err is not None:
-                log.info("mqttkit.nodemcu: unsubscribe failed: %s", err)
+                log.info("unsubscribe failed: %s", err)
                 return
             if fn is not None:
                 _call(fn, "unsubscribe callback", self)
@@ -711,4 +711,4 @@ def _call(fn: Callable[..., Any], what: str, *args: Any) -> None:
     try:
         fn(*args)
     except Exception:
-        log.exception("mqttkit.nodemcu: %s raised", what)
+        log.exception("%s raised", what)

@@ -407,7 +407,7 @@ def test_ack_for_an_id_not_in_flight_is_ignored_and_logged(
     assert c.sent() == []
     assert c.session.state is State.CONNECTED
     assert c.session.inflight == 1
-    assert any("9" in r.getMessage() for r in caplog.records if r.name == "mqttkit")
+    assert any("9" in r.getMessage() for r in caplog.records if r.name == "mqttkit.client")
 
 
 @LEVELS

@@ -145,15 +145,14 @@ class _Inbox:
             if waiter is not None and not waiter.done():
                 waiter.set_result(args[0])
         elif name == "error":
+            # Not logged here: the engine has logged the error, once (see Engine._log_end).
             waiter = self.connect_waiter
             engine = self.engine
-            if engine is not None and engine.trying_next_server:
-                # One server of several failed; connect() waits for the others.
-                log.info("mqttkit: %s; trying the next server", args[0])
-            elif waiter is not None and not waiter.done():
+            # One server of several failed: connect() waits for the others.
+            if (engine is None or not engine.trying_next_server) and (
+                waiter is not None and not waiter.done()
+            ):
                 waiter.set_exception(args[0])
-            else:
-                log.warning("mqttkit: %s", args[0])
         elif name == "end":
             self.ended = True
             self._wake_consumers()
@@ -209,7 +208,7 @@ class _Inbox:
         # acknowledged until consumed, so the broker holds the rest).
         self.dropped += 1
         if self.dropped % 10_000 == 1:
-            log.warning(
+            (self.engine.log if self.engine is not None else log).warning(
                 "dropping incoming QoS 0 messages: %d wait for the consumer (max_buffered); "
                 "%d dropped so far",
                 waiting,

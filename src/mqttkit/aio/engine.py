@@ -50,6 +50,7 @@ from ..protocol.errors import (
     ServerDisconnectError,
     StoreError,
 )
+from ..protocol.logs import ClientLog, describe
 from ..protocol.packets import (
     MQTT_3_1_1,
     MQTT_5,
@@ -65,8 +66,6 @@ from .servers import Next, ServerRotation
 from .transport import make_ssl_context, map_connect_error, map_lost_error, open_transport
 
 __all__ = ["Engine", "Listener", "Token", "backoff_delay"]
-
-log = logging.getLogger("mqttkit")
 
 
 class Listener(Protocol):
@@ -203,8 +202,10 @@ class Engine:
         self.listener = listener
         self.loop = loop or asyncio.get_running_loop()
         self.session = s.ClientSession(options.session_config())
+        #: This client's log (logger ``mqttkit.client``, the client id in every record).
+        self.log = ClientLog(self._client_id)
         #: The servers, in turn (``servers`` option), and MQTT 5 redirections.
-        self.servers = ServerRotation(options.servers, options.follow_redirects)
+        self.servers = ServerRotation(options.servers, options.follow_redirects, self.log)
         try:
             self._ssl = make_ssl_context(options)
         except (OSError, ValueError) as exc:
@@ -231,6 +232,11 @@ class Engine:
         self._dispatching = False  # in _process_events(), calling the listener
         self._stop_reconnecting = False
         self._reconnect_now = False
+        # Packet tracing (PacketSent / PacketReceived from the session) serves two readers:
+        # packetsend / packetreceive listeners (set_trace) and DEBUG records; it is on only
+        # while one of them wants it (it costs a decode per outgoing PUBLISH).
+        self._trace_events = False
+        self._debug_packets = False
         # Stores that batch writes (begin/commit, e.g. SQLiteStore): a loop turn holds the
         # session's writes and commits them all before its bytes are written (one fsync per
         # turn, not per write). A MemoryStore needs neither.
@@ -279,6 +285,10 @@ class Engine:
         """True while the engine connects, is connected, reconnects or closes."""
         return self.state in (_RUNNING, _CLOSING)
 
+    def _client_id(self) -> str:
+        # The session's (an MQTT 5 server may have assigned it), else the one configured.
+        return self.session.config.client_id or self.options.client_id
+
     # -- a batch of calls -------------------------------------------------------------------------
 
     def run_batch(self, run: Callable[[], None]) -> None:
@@ -304,7 +314,7 @@ class Engine:
             for begin in self._store_begins:
                 begin()
         except Exception:  # e.g. closed under us: its writes will fail, one by one
-            log.debug("a store cannot hold writes", exc_info=True)
+            self.log.debug("a store cannot hold writes", exc_info=True)
         self._holding = True
 
     def _commit_stores(self) -> bool:
@@ -317,7 +327,7 @@ class Engine:
             for commit in self._store_commits:
                 commit()
         except Exception as exc:
-            log.exception("a store failed to commit; dropping the connection unwritten")
+            self.log.exception("a store failed to commit; dropping the connection unwritten")
             self.session.data_to_send()  # discarded: they would get ahead of the store
             protocol = self._protocol
             if protocol is not None and protocol.transport is not None:
@@ -433,7 +443,7 @@ class Engine:
     def reauthenticate(self, properties: Properties) -> None:
         """MQTT 5: start re-authentication (AUTH, reason 0x19) with these properties."""
         if not self.session.connected:
-            log.warning("reauthenticate() while not connected: ignored")
+            self.log.warning("reauthenticate() while not connected: ignored")
             return
         now = self.loop.time()
         self.session.send_auth(now, ReasonCode.RE_AUTHENTICATE, properties)
@@ -486,7 +496,15 @@ class Engine:
 
     def set_trace(self, enabled: bool) -> None:
         """Emit packetsend / packetreceive events (costs a decode per outgoing PUBLISH)."""
-        self.session.config.trace_packets = enabled
+        self._trace_events = enabled
+        self._update_trace()
+
+    def _update_trace(self) -> None:
+        """Trace packets while listeners want the events or DEBUG records are wanted (read
+        at each connection attempt and by set_trace(): switching DEBUG on takes effect from
+        the next connection, and costs nothing while it is off)."""
+        self._debug_packets = self.log.isEnabledFor(logging.DEBUG)
+        self.session.config.trace_packets = self._trace_events or self._debug_packets
 
     def reconnect(self) -> None:
         """Reconnect now: drop the current connection (if any) or cut a backoff short."""
@@ -540,13 +558,21 @@ class Engine:
         # A connection counts as up (and the failure counts start over) once it has lasted
         # this long: a server that accepts and then closes at once must not be hammered.
         steady = max(float(self.options.keepalive), 1.0)
+        log = self.log
         while self.state == _RUNNING:
+            server = servers.next_target()
             if not first:
                 self.reconnect_attempt += 1
+                log.info(
+                    "reconnecting to %s (attempt %d, after %s)",
+                    server.url,
+                    self.reconnect_attempt,
+                    f"{self.reconnect_delay:.3g} s" if self.reconnect_delay else "no delay",
+                )
                 emit("reconnect")
             first = False
-            server = servers.next_target()
             lasted = False
+            connected = False
             try:
                 await self._connect_once(server)
             except MQTTError as exc:
@@ -555,9 +581,10 @@ class Engine:
                     first = True  # not a reconnect: the same first attempt, at 3.1.1
                     continue
             except Exception as exc:  # a bug must not end reconnecting silently
-                log.exception("unexpected error while connecting")
+                self.log.exception("unexpected error while connecting")
                 error = map_connect_error(exc, server)
             else:
+                connected = True
                 offline_emitted = False
                 self._ever_connected = True
                 self.reconnect_attempt = 0
@@ -575,27 +602,19 @@ class Engine:
             self.trying_next_server = step.next is Next.NEXT and not self._ever_connected
             if step.error is not None:
                 error = step.error
-                if not isinstance(error, ServerDisconnectError):
-                    emit("error", error)
+            going_on = self._reconnects_after(step.next)
+            self._log_end(server, connected, error, step.next, going_on)
+            if step.error is not None and not isinstance(error, ServerDisconnectError):
+                emit("error", error)
             self.last_error = error
             emit("close")
             if not offline_emitted:
                 offline_emitted = True
                 emit("offline")
-            if step.next is Next.REDIRECT:
-                continue  # part of connecting: followed even with reconnecting off
-            if step.next is Next.STOP:
-                log.warning("not reconnecting: %s", error)
+            if not going_on:
                 break
-            if step.next is Next.NEXT and not self._ever_connected:
-                continue  # the first connection tries every server once, whatever the settings
-            if self.options.reconnect_period <= 0 or self._stop_reconnecting:
-                break
-            if not (self._ever_connected or self.retry_first_connect):
-                log.debug("not reconnecting: the first connection attempt failed (%s)", error)
-                break
-            if step.next is Next.NEXT:
-                continue
+            if step.next is Next.REDIRECT or step.next is Next.NEXT:
+                continue  # the next server (or the redirection's) without a backoff
             if self._reconnect_now:  # reconnect() asked for it
                 self._reconnect_now = False
                 continue
@@ -610,6 +629,50 @@ class Engine:
         if self.state == _RUNNING:
             self._stop(error)
 
+    def _reconnects_after(self, next_step: Next) -> bool:
+        """Whether :meth:`_run` goes on connecting after a connection or attempt ended and
+        the server rotation said ``next_step``."""
+        if next_step is Next.REDIRECT:
+            return True  # part of connecting: followed even with reconnecting off
+        if next_step is Next.STOP:
+            return False  # a permanent refusal from every server
+        if next_step is Next.NEXT and not self._ever_connected:
+            return True  # the first connection tries every server once, whatever the settings
+        if self.options.reconnect_period <= 0 or self._stop_reconnecting:
+            return False
+        return self._ever_connected or self.retry_first_connect
+
+    def _log_end(
+        self,
+        server: Server,
+        connected: bool,
+        error: MQTTError | None,
+        next_step: Next,
+        going_on: bool,
+    ) -> None:
+        """Log the end of a connection or of an attempt, with its cause: one record per end
+        (INFO; WARNING when the client stops reconnecting). The ``error`` event that may
+        follow is not logged again (by the engine or the fronts)."""
+        log = self.log
+        level = logging.INFO if going_on else logging.WARNING
+        if not log.isEnabledFor(level):
+            return
+        if connected:
+            what = f"disconnected from {server.url}"
+            cause = str(error) if error is not None else "the connection was closed"
+        else:
+            what = f"connection to {server.url} failed"
+            cause = str(error) if error is not None else "closed before CONNACK"
+        if not going_on:
+            then = "not reconnecting"
+        elif next_step is Next.REDIRECT:
+            then = "following the redirection"
+        elif next_step is Next.NEXT:
+            then = "trying the next server"
+        else:
+            then = "reconnecting"
+        log.log(level, "%s: %s; %s", what, cause, then)
+
     def _fall_back(self, error: MQTTError) -> bool:
         """With protocol_fallback: the server refused MQTT 5, so speak 3.1.1 from now on."""
         if not self.options.protocol_fallback or self.session.config.protocol_level != MQTT_5:
@@ -618,7 +681,9 @@ class Engine:
         closed = self._closed_before_connack and not self._ever_connected
         if not (refused or closed):
             return False
-        log.warning("%s refused MQTT 5 (%s): falling back to MQTT 3.1.1", self.server.url, error)
+        self.log.warning(
+            "%s refused MQTT 5 (%s): falling back to MQTT 3.1.1", self.server.url, error
+        )
         self.session.fall_back(MQTT_3_1_1)
         self.options.protocol_version = MQTT_3_1_1
         self._process_events()  # what needed MQTT 5 has failed
@@ -639,6 +704,7 @@ class Engine:
 
     async def _connect_once(self, server: Server) -> None:
         loop = self.loop
+        self._update_trace()
         self._connack = loop.create_future()
         self._lost = loop.create_future()
         stage = "sending"
@@ -679,7 +745,7 @@ class Engine:
             try:
                 await asyncio.wait_for(asyncio.shield(lost), 5.0)
             except TimeoutError:  # pragma: no cover - abort() always calls connection_lost
-                log.warning("transport did not report its end after abort()")
+                self.log.warning("transport did not report its end after abort()")
                 self._on_connection_lost(protocol, None)
 
     async def _close(self, force: bool) -> None:
@@ -693,7 +759,7 @@ class Engine:
             done, _ = await asyncio.wait({waiter}, timeout=self.options.close_timeout)
             self._close_drain = None
             if not done:
-                log.warning(
+                self.log.warning(
                     "close: %d operations still unfinished after close_timeout=%g s",
                     self.session.pending,
                     self.options.close_timeout,
@@ -727,7 +793,10 @@ class Engine:
         self._cancel_timer()
         self.state = _CLOSED
         if had_connection:
+            self.log.info("disconnected from %s: close() was called", self.server.url)
             self.listener.emit("close")
+        else:
+            self.log.info("closed (not connected)")
         self.listener.emit("end")
         self._close_task = None
         self._resolve_close_tokens()
@@ -932,6 +1001,7 @@ class Engine:
                 elif isinstance(event, s.SubscribeCompleted | s.UnsubscribeCompleted):
                     if event.token is None:  # our own resubscribe after a lost session
                         if event.error is not None:
+                            self.log.warning("resubscribing failed: %s", event.error)
                             emit("error", event.error)
                     elif event.error is None:
                         event.token.resolve(event)
@@ -943,6 +1013,11 @@ class Engine:
                         self.options.client_id = self.session.config.client_id
                     if self._connack is not None and not self._connack.done():
                         self._connack.set_result(event.connack)
+                    self.log.info(
+                        "connected to %s (session present: %s)",
+                        self.server.url,
+                        "yes" if event.connack.session_present else "no",
+                    )
                     emit("connect", event.connack, self.server)
                 elif isinstance(event, s.ConnectionRefused):
                     if self._connack is not None and not self._connack.done():
@@ -953,7 +1028,7 @@ class Engine:
                     if self._write() and protocol is not None and protocol.transport is not None:
                         protocol.transport.close()
                 elif isinstance(event, s.MessageDropped):
-                    log.warning(
+                    self.log.warning(
                         "dropped a message to %r: the outgoing queue was full (%s)",
                         event.message.topic,
                         event.policy,
@@ -965,9 +1040,15 @@ class Engine:
                     emit("auth", event.packet)
                     self._answer_auth(event.packet)
                 elif isinstance(event, s.PacketSent):
-                    emit("packetsend", event.packet)
+                    if self._debug_packets:
+                        self.log.debug("sending %s", describe(event.packet))
+                    if self._trace_events:
+                        emit("packetsend", event.packet)
                 elif isinstance(event, s.PacketReceived):
-                    emit("packetreceive", event.packet)
+                    if self._debug_packets:
+                        self.log.debug("received %s", describe(event.packet))
+                    if self._trace_events:
+                        emit("packetreceive", event.packet)
         finally:
             self._dispatching = dispatching
         self.listener.events_done()

@@ -28,7 +28,7 @@ from ..protocol.packets import MQTT_5
 
 __all__ = ["MAX_REDIRECTS", "Next", "ServerRotation", "Step"]
 
-log = logging.getLogger("mqttkit")
+_log = logging.getLogger("mqttkit")
 
 #: Most redirections followed in a row (without a connection lasting in between).
 MAX_REDIRECTS = 5
@@ -63,13 +63,20 @@ class ServerRotation:
     Args:
         servers: the client's servers (at least one), in the order to try them.
         follow_redirects: follow MQTT 5 redirections (``follow_redirects`` option).
+        log: where a followed redirection is logged (the client's log).
     """
 
-    def __init__(self, servers: tuple[Server, ...], follow_redirects: bool = True) -> None:
+    def __init__(
+        self,
+        servers: tuple[Server, ...],
+        follow_redirects: bool = True,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger] = _log,
+    ) -> None:
         if not servers:
             raise ValueError("a ServerRotation needs at least one server")
         self.servers = list(servers)
         self.follow_redirects = follow_redirects
+        self._log = log
         self.current = self.servers[0]
         """The server of the current (or last) attempt."""
         self._index = 0
@@ -150,6 +157,6 @@ class ServerRotation:
         if error.reason_code == ReasonCode.SERVER_MOVED and self.current in self.servers:
             # Moved for good: the list names the new server from now on.
             self.servers[self.servers.index(self.current)] = target
-        log.info("%s redirects to %s (%s server)", self.current.url, target.url, what)
+        self._log.info("%s redirects to %s (%s server)", self.current.url, target.url, what)
         self._redirect = target
         return target

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConnectRefusedError, MQTTError
+from .logs import ClientLog
 from .packets import Auth, ConnAck, Disconnect, Packet, Publish, Subscription
 
 if TYPE_CHECKING:
@@ -188,13 +189,14 @@ class Output:
 
     One object shared by the session and its parts, so the hot paths append to it directly;
     :meth:`ClientSession.data_to_send` and :meth:`ClientSession.events_received` take its
-    lists and leave new ones.
+    lists and leave new ones. ``log`` is the session's log: its records name the client.
     """
 
-    __slots__ = ("_config", "connected", "data", "events", "last_sent", "size")
+    __slots__ = ("_config", "connected", "data", "events", "last_sent", "log", "size")
 
     def __init__(self, config: SessionConfig) -> None:
         self._config = config
+        self.log = ClientLog(lambda: config.client_id)
         self.data: list[bytes] = []
         self.size = 0
         self.events: list[Event] = []

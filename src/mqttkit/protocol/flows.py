@@ -29,7 +29,6 @@ nothing about the connection's state, builds no wire bytes (``codec`` does) and 
 from __future__ import annotations
 
 import enum
-import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
@@ -66,7 +65,6 @@ from .requests import PublishRequest, SubscribeRequest, encode_request
 
 __all__ = ["MAX_STRIKES", "STRIKE_WINDOW", "Flow", "Flows", "Kind"]
 
-log = logging.getLogger("mqttkit")
 
 #: Connections in a row that may end right after a message was (re)sent, with nothing after it
 #: acknowledged, before that message fails (see :meth:`Flows.connection_ended`).
@@ -470,7 +468,7 @@ class Flows:
         try:
             self._config.outgoing_store.delete(key)
         except Exception:
-            log.exception("outgoing store failed to delete entry %d", key)
+            self._output.log.exception("outgoing store failed to delete entry %d", key)
 
     def forget(self, entry: Entry) -> None:
         """Take the in-flight PUBLISH ``entry`` out (it will not complete): its identifier is
@@ -492,7 +490,9 @@ class Flows:
         """PUBACK arrived: a QoS 1 flow is complete."""
         entry = self._inflight.get(packet_id)
         if entry is None or (entry.qos != 1 and entry.state != _SENT):
-            log.info("ignored PUBACK for packet id %d, which is not in flight", packet_id)
+            self._output.log.info(
+                "ignored PUBACK for packet id %d, which is not in flight", packet_id
+            )
             return
         del self._inflight[packet_id]
         if entry.qos == 2:
@@ -500,7 +500,7 @@ class Flows:
             # was delivered at QoS 1. The flow is over; its result says so.
             if not self._warned_downgrade:
                 self._warned_downgrade = True
-                log.warning(
+                self._output.log.warning(
                     "the broker answered a QoS 2 PUBLISH (packet id %d) with PUBACK: it "
                     "delivers QoS 2 messages at QoS 1 (at least once, not exactly once)",
                     packet_id,
@@ -534,7 +534,7 @@ class Flows:
         """PUBREC arrived: release the QoS 2 message with PUBREL (or end its flow)."""
         entry = self._inflight.get(packet_id)
         if entry is None or entry.qos != 2:
-            log.info("PUBREC for packet id %d, which is not in flight", packet_id)
+            self._output.log.info("PUBREC for packet id %d, which is not in flight", packet_id)
             if reason_code < 0x80:
                 # Let the broker finish its side [MQTT-4.3.3-4]; MQTT 5 says why.
                 reason = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND if self._level == MQTT_5 else 0
@@ -558,7 +558,9 @@ class Flows:
             except Exception:
                 # The PUBLISH form stays stored: after a restart it is resent with DUP, which
                 # the broker answers with PUBREC again. Logged, and the flow goes on.
-                log.exception("outgoing store failed to record PUBREC of entry %d", entry.key)
+                self._output.log.exception(
+                    "outgoing store failed to record PUBREC of entry %d", entry.key
+                )
             # Keep released flows in PUBREC order, the order PUBREL must go in [MQTT-4.6.0-4].
             self._inflight[packet_id] = self._inflight.pop(packet_id)
         output = self._output
@@ -571,7 +573,9 @@ class Flows:
         """PUBCOMP arrived: a QoS 2 flow is complete."""
         entry = self._inflight.get(packet_id)
         if entry is None or entry.state != _RELEASED:
-            log.info("ignored PUBCOMP for packet id %d, which is not in flight", packet_id)
+            self._output.log.info(
+                "ignored PUBCOMP for packet id %d, which is not in flight", packet_id
+            )
             return
         del self._inflight[packet_id]
         self._finish_publish(entry, 0)
@@ -586,7 +590,9 @@ class Flows:
         """
         entry = self._requests.get(packet.packet_id)
         if entry is None or entry.kind != _SUBSCRIBE:
-            log.info("ignored SUBACK for packet id %d, which is not pending", packet.packet_id)
+            self._output.log.info(
+                "ignored SUBACK for packet id %d, which is not pending", packet.packet_id
+            )
             return
         subs: tuple[Subscription, ...] = entry.request.subscriptions
         if len(packet.reason_codes) != len(subs):
@@ -619,7 +625,9 @@ class Flows:
         """
         entry = self._requests.get(packet.packet_id)
         if entry is None or entry.kind != _UNSUBSCRIBE:
-            log.info("ignored UNSUBACK for packet id %d, which is not pending", packet.packet_id)
+            self._output.log.info(
+                "ignored UNSUBACK for packet id %d, which is not pending", packet.packet_id
+            )
             return
         filters: tuple[str, ...] = entry.request.topic_filters
         codes = packet.reason_codes

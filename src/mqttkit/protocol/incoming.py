@@ -18,7 +18,6 @@ turns it into a clean close).
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Set as AbstractSet
 
@@ -29,8 +28,6 @@ from .events import Ack, MessageReceived, Output, PacketSent
 from .packets import MQTT_5, Properties, PubAck, PubComp, Publish, PubRec
 
 __all__ = ["Incoming"]
-
-log = logging.getLogger("mqttkit")
 
 
 class Incoming:
@@ -136,7 +133,7 @@ class Incoming:
                 # 2.0 exceeds the client's Receive Maximum once acknowledgements flow, and
                 # closing would turn a broker's bookkeeping slip into a reconnect loop.
                 self._warned_receive_max = True
-                log.warning(
+                self._output.log.warning(
                     "the broker exceeded our Receive Maximum of %d (tolerated; the messages "
                     "are delivered)",
                     limit,
@@ -185,7 +182,9 @@ class Incoming:
             try:
                 self._config.incoming_store.put(ack.packet_id, b"")
             except Exception:
-                log.exception("incoming store failed to record packet id %d", ack.packet_id)
+                self._output.log.exception(
+                    "incoming store failed to record packet id %d", ack.packet_id
+                )
         acks = self._acks
         output = self._output
         while acks and acks[0].done:
@@ -222,7 +221,9 @@ class Incoming:
             try:
                 self._config.incoming_store.delete(packet_id)
             except Exception:
-                log.exception("incoming store failed to delete packet id %d", packet_id)
+                self._output.log.exception(
+                    "incoming store failed to delete packet id %d", packet_id
+                )
         elif self._level == MQTT_5:
             reason = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
         if not reason:

@@ -28,7 +28,6 @@ messages, decides nothing about the connection's state (the session says it thro
 from __future__ import annotations
 
 import itertools
-import logging
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
@@ -39,6 +38,7 @@ from .config import SessionConfig
 from .errors import InvalidArgumentError, MQTTError, ProtocolError, QueueFullError, StoreError
 from .events import MessageDropped, Output, PacketSent, PublishCompleted
 from .flows import MAX_STRIKES, STRIKE_WINDOW, Entry, Flow, Flows, Kind
+from .logs import ClientLog
 from .packets import MQTT_5, Properties, Publish, PubRel, SubAck, Subscription, UnsubAck
 from .requests import PublishRequest, SubscribeRequest, UnsubscribeRequest, encode_request
 from .requests import prepare_publish as _prepare_publish
@@ -50,7 +50,6 @@ __all__ = ["MAX_STRIKES", "OUT_LIMIT", "STRIKE_WINDOW", "Outgoing"]
 _PUBLISH, _SUBSCRIBE, _UNSUBSCRIBE = Kind.PUBLISH, Kind.SUBSCRIBE, Kind.UNSUBSCRIBE
 _QUEUED, _SENT, _RELEASED = Flow.QUEUED, Flow.SENT, Flow.RELEASED
 
-log = logging.getLogger("mqttkit")
 
 #: PUBLISH bytes the session lets pile up in :meth:`ClientSession.data_to_send`'s output before
 #: it keeps further messages in its queue: the driver writes, then calls ``pump()``. This bounds
@@ -58,7 +57,7 @@ log = logging.getLogger("mqttkit")
 OUT_LIMIT: Final = 256 * 1024
 
 
-def _load(store: Store, level: int) -> tuple[int, int, list[Entry]]:
+def _load(store: Store, level: int, log: ClientLog) -> tuple[int, int, list[Entry]]:
     """The unfinished flows in ``store`` (a durable one after a restart), in store order, with
     the largest key found (0: none) and how many entries were read (their ``seq``)."""
     last_key = seq = 0
@@ -172,7 +171,9 @@ class Outgoing:
         self.suback, self.unsuback = flows.suback, flows.unsuback
         self.resume, self.connection_accepted = flows.resume, flows.connection_accepted
         self.connection_ended = flows.connection_ended
-        last_key, self._seq, entries = _load(config.outgoing_store, config.protocol_level)
+        last_key, self._seq, entries = _load(
+            config.outgoing_store, config.protocol_level, output.log
+        )
         for entry in entries:
             if entry.state == _QUEUED:
                 self._queue.append(entry)
@@ -390,7 +391,9 @@ class Outgoing:
                 try:
                     flows.send_publish(entry, now)
                 except Exception as exc:  # the store failed: this message cannot go safely
-                    log.exception("outgoing store failed; message %d not sent", entry.key)
+                    self._output.log.exception(
+                        "outgoing store failed; message %d not sent", entry.key
+                    )
                     error = StoreError(f"the outgoing store failed: {exc!r}")
                     error.__cause__ = exc
                     flows.complete(entry, error)

@@ -42,7 +42,6 @@ link is therefore noticed within 1.5 x keepalive of the last packet received.
 from __future__ import annotations
 
 import enum
-import logging
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import Any, ClassVar, Final
@@ -145,8 +144,6 @@ __all__ = [
     "prepare_unsubscribe",
     "record_publish",
 ]
-
-log = logging.getLogger("mqttkit")
 
 
 class State(enum.Enum):
@@ -417,7 +414,7 @@ class ClientSession:
         except ProtocolError as exc:
             self._close(exc, exc.reason_code)
         except Exception as exc:  # a bug of ours must not escape into the driver
-            log.exception("internal error while handling incoming data")
+            self._output.log.exception("internal error while handling incoming data")
             error = ProtocolError(
                 f"internal error: {exc!r}", ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
             )

@@ -20,9 +20,10 @@ This module owns the client itself: options, argument checking, the operations a
 batch of events means (:meth:`Client._process`: listeners, acknowledgements, callbacks).
 Operations return a :class:`~mqttkit.sync.handle.Handle`.
 
-The dispatch thread is not a daemon and lives while the client is active (connecting,
-connected or reconnecting): as in Node.js, a script that only registers listeners keeps running
-until the client is closed (or stops for good, e.g. on a refused login).
+The dispatch thread lives while the client is active (connecting, connected or reconnecting),
+and while it does, the process lives on after its main thread has ended: as in Node.js, a script
+that only registers listeners keeps running until the client is closed (or stops for good, e.g.
+on a refused login). One Ctrl-C closes the clients and ends it (see :mod:`mqttkit.sync.lifetime`).
 
 Listeners registered right after :func:`connect` returns never miss the first events: see the
 hold rule in :mod:`mqttkit.sync.events`.
@@ -60,8 +61,6 @@ from .handle import Handle, Operation
 from .loop import Commands, check_not_on_loop_thread, engine_loop, on_loop_thread
 
 __all__ = ["Client", "Handle", "connect", "engine_loop"]
-
-log = logging.getLogger("mqttkit")
 
 _PUBLISH = Operation.PUBLISH
 _SUBSCRIBE = Operation.SUBSCRIBE
@@ -132,7 +131,9 @@ class Client(ClientEvents):
         self.options: ClientOptions = parse_options(url, options, **kwargs)
         loop = engine_loop()
         self._dispatcher = Dispatcher(
-            self._process, lambda: f"mqttkit-dispatch-{self.options.client_id}"
+            self._process,
+            lambda: f"mqttkit-dispatch-{self.options.client_id}",
+            lambda force: self.close(force=force),
         )
         # dispatch="inline": listeners run on the loop thread, as the engine reports events.
         self._inline = self.options.dispatch == "inline"
@@ -148,6 +149,7 @@ class Client(ClientEvents):
         self._engine = Engine(
             self.options, self._loop_listener, loop, retry_first_connect=retry_first_connect
         )
+        self._log = self._engine.log
         self._commands = Commands(loop, self._engine.run_batch)
         self._submit = self._commands.submit  # bound once: publish() is the hot path
         #: Topic routes (on_message): filter -> listener, matched per incoming message.
@@ -567,7 +569,7 @@ class Client(ClientEvents):
                     ack = None  # the application acknowledges it
                 routed = self._routes.targets(message.topic) if self._routes else ()
                 if routed:
-                    _call_routes(routed, message)
+                    _call_routes(routed, message, self._log)
                 else:
                     emit_message(message.topic, message.payload, message)
                 listener.handled += 1
@@ -585,7 +587,7 @@ class Client(ClientEvents):
                     stored = threading.Event()
                     submit(_acknowledge_and_set, acknowledge, ack, stored)
                     if not stored.wait(30):
-                        log.warning("the loop thread took over 30 s to store a QoS 2 receipt")
+                        self._log.warning("the loop thread took over 30 s to store a QoS 2 receipt")
                 else:
                     # Acknowledged as soon as its listeners have returned, not at the end of the
                     # batch: the broker refills its window while the rest are handled.
@@ -611,7 +613,11 @@ class Client(ClientEvents):
         return f"<mqttkit.Client {self.options.url} client_id={self.options.client_id!r} {state}>"
 
 
-def _call_routes(routed: tuple[Callable[..., Any], ...], message: Publish) -> None:
+def _call_routes(
+    routed: tuple[Callable[..., Any], ...],
+    message: Publish,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
     args = (message.topic, message.payload, message)
     for fn in routed:
         n = arity(fn)
@@ -621,7 +627,7 @@ def _call_routes(routed: tuple[Callable[..., Any], ...], message: Publish) -> No
             else:
                 fn(*args[:n])
         except Exception:
-            log.exception("mqttkit: route listener %r for %r raised", fn, message.topic)
+            log.exception("route listener %r for %r raised", fn, message.topic)
 
 
 def _acknowledge_and_set(

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..protocol import session as s
 from ..protocol.packets import Publish
+from . import lifetime
 
 __all__ = ["CALL", "Dispatcher", "LoopListener"]
 
@@ -42,14 +43,24 @@ _STOP = object()
 class Dispatcher:
     """The per-client thread that runs batches of events, in order.
 
+    While it runs, the process lives on after its main thread has ended, and one Ctrl-C closes
+    the client through ``close`` (see :mod:`mqttkit.sync.lifetime`).
+
     Args:
         process: runs one batch (on this thread).
         name: the thread's name, read when a thread starts.
+        close: ``close(force)`` closes the client (must not block).
     """
 
-    def __init__(self, process: Process, name: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        process: Process,
+        name: Callable[[], str],
+        close: lifetime.Close = lambda force: None,
+    ) -> None:
         self._process = process
         self._name = name
+        self._close = close
         self._lock = threading.Lock()
         self._queue: SimpleQueue[Any] | None = None
         self._thread: threading.Thread | None = None
@@ -65,9 +76,13 @@ class Dispatcher:
         queue: SimpleQueue[Any] = SimpleQueue()
         previous = self._thread
         thread = threading.Thread(
-            target=self._run, args=(queue, previous), name=self._name(), daemon=False
+            target=self._run,
+            args=(queue, previous),
+            name=self._name(),
+            daemon=lifetime.daemon_threads(),
         )
         self._queue, self._thread = queue, thread
+        lifetime.started(thread, self._close)
         thread.start()
 
     def put(self, batch: list[tuple[Any, ...]]) -> None:
@@ -105,14 +120,17 @@ class Dispatcher:
             return self._thread
 
     def _run(self, queue: SimpleQueue[Any], previous: threading.Thread | None) -> None:
-        if previous is not None and previous is not threading.current_thread():
-            previous.join()  # keep order with what the previous dispatch thread still runs
-        process = self._process
-        while True:
-            item = queue.get()
-            if item is _STOP:
-                return
-            process(item)
+        try:
+            if previous is not None and previous is not threading.current_thread():
+                previous.join()  # keep order with what the previous dispatch thread still runs
+            process = self._process
+            while True:
+                item = queue.get()
+                if item is _STOP:
+                    return
+                process(item)
+        finally:
+            lifetime.ended(threading.current_thread())
 
 
 class LoopListener:

@@ -103,6 +103,8 @@ class EventEmitter:
         self._held: dict[str, deque[tuple[Any, ...]]] = {}
         self._replaying: set[str] = set()
         self._emitter_lock = threading.Lock()
+        #: Where a raising listener is logged (a client puts its own log here).
+        self._log: logging.Logger | logging.LoggerAdapter[logging.Logger] = log
 
     @overload
     def on(self, event: str) -> Callable[[F], F]: ...
@@ -223,12 +225,13 @@ class EventEmitter:
                         held = self._held.setdefault(event, deque(maxlen=MAX_HELD))
                         held.append(args)
                         if event == "error":
-                            log.warning("mqttkit: 'error' event with no listener yet: %s", args[0])
+                            # DEBUG: whoever emitted it has logged the error itself.
+                            self._log.debug("'error' event with no listener yet: %s", args[0])
                         return False
                 entries = self._listeners.get(event)
             if not entries:
                 if event == "error":
-                    log.warning("mqttkit: unhandled 'error' event: %s", args[0] if args else "")
+                    self._log.debug("'error' event with no listener: %s", args[0] if args else "")
                 return False
         return self._call_listeners(event, args)
 
@@ -251,7 +254,7 @@ class EventEmitter:
                     else:
                         fn(*(topic, payload)[:n])
                 except Exception:
-                    log.exception("mqttkit: listener %r for event 'message' raised", fn)
+                    self._log.exception("listener %r for event 'message' raised", fn)
                 return
         self.emit("message", topic, payload, packet)
 
@@ -271,7 +274,7 @@ class EventEmitter:
                 else:
                     entry.fn(*args[:n])
             except Exception:
-                log.exception("mqttkit: listener %r for event %r raised", entry.fn, event)
+                self._log.exception("listener %r for event %r raised", entry.fn, event)
         return bool(entries)
 
 

@@ -126,7 +126,7 @@ class Handle(Generic[T]):
         try:
             callback(*args)
         except Exception:
-            log.exception("mqttkit: callback %r raised", callback)
+            log.exception("callback %r raised", callback)
 
     # Public API.
     def done(self) -> bool:

@@ -14,6 +14,7 @@ installed *fails* the test with the install command; it never skips.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
@@ -54,6 +55,15 @@ _PYTEST_MQTT: Final = "pytest_mqtt"
 #: How to get trustme, quoted when ``mqttkit_tls_files`` cannot import it.
 TRUSTME_INSTALL_HINT: Final = "install it with `pip install trustme`"
 
+#: The module of mqttkit's blocking front that knows the clients still open. Looked up in
+#: ``sys.modules``, never imported: this package imports nothing of mqttkit (a broken client
+#: must not break its test tools), and a session that made no blocking client has none open.
+_LIFETIME: Final = "mqttkit.sync.lifetime"
+
+#: The dispatch threads (``mqttkit-dispatch-<client id>``) of the clients found open at the end
+#: of the session.
+_LEFT_OPEN = pytest.StashKey[list[str]]()
+
 _Server = TypeVar("_Server", MosquittoBroker, NatsServer, NatsCluster, RabbitMQServer)
 
 
@@ -92,6 +102,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.nats)
         if RABBITMQ_FIXTURES & names:
             item.add_marker(pytest.mark.rabbitmq)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Close the blocking clients the tests left open (after every fixture's teardown).
+
+    A blocking client keeps the process alive after its main thread ends (Node semantics, see
+    :mod:`mqttkit.sync.lifetime`): a test that forgets ``close()`` would make pytest print its
+    summary and then wait for ever. They are closed here instead, and named in the summary.
+    """
+    lifetime = sys.modules.get(_LIFETIME)
+    if lifetime is None:
+        return
+    try:
+        left: list[str] = lifetime.close_all()
+    except Exception as exc:  # a broken client must not break the test run's end
+        left = [f"(closing them failed: {exc!r})"]
+    session.config.stash[_LEFT_OPEN] = left
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Name the clients :func:`pytest_sessionfinish` had to close."""
+    left = config.stash.get(_LEFT_OPEN, [])
+    if left:
+        terminalreporter.write_sep("=", "mqttkit: clients left open", yellow=True)
+        names = ", ".join(name.removeprefix("mqttkit-dispatch-") for name in left)
+        terminalreporter.write_line(
+            f"{len(left)} blocking client(s) still open at the end of the session were "
+            f"closed: {names}. Close each client in the test or fixture that opens it."
+        )
 
 
 def _start_or_fail(broker: _Server) -> _Server:
