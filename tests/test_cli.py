@@ -18,6 +18,7 @@ from mqttkit.protocol.packets import MQTT_5, Disconnect, PubAck, Publish
 from mqttkit.testing import MosquittoBroker
 from tests.cli.tools import TIMEOUT, background, both, hp, mqttkit, real, wait_subscribed
 from tests.support.fake_broker import FakeBroker
+from tests.support.proxy_server import ProxyServer
 
 
 def retained(broker: MosquittoBroker, topic: str, *args: str) -> None:
@@ -314,6 +315,7 @@ def test_connect_flags_reach_the_connect_packet() -> None:
             "will",
             "will-delay-interval",
             "5",
+            *("-D", "disconnect", "user-property", "bye", "now"),
         ]
         runner = threading.Thread(target=lambda: result.append(cli.main(args)), daemon=True)
         runner.start()
@@ -321,10 +323,11 @@ def test_connect_flags_reach_the_connect_packet() -> None:
         connect = conn.handshake()
         publish = conn.expect(Publish)
         conn.send(PubAck(publish.packet_id))
-        conn.expect(Disconnect)
+        disconnect = conn.expect(Disconnect)
         runner.join(TIMEOUT)
         assert not runner.is_alive()
     assert result == [0]
+    assert disconnect.properties.user_property == (("bye", "now"),)
     assert connect.protocol_level == MQTT_5
     assert (connect.client_id, connect.keepalive, connect.clean_start) == ("cli-id", 33, False)
     assert (connect.username, connect.password) == ("bob", b"pw")
@@ -368,6 +371,35 @@ def test_session_expiry_as_mosquitto_sets_it(
     if "-D" in args:
         assert connect.protocol_level == MQTT_5
         assert connect.properties.receive_maximum == 7
+
+
+def test_bind_address_and_proxy(mosquitto: MosquittoBroker) -> None:
+    # -A: the connection comes from that local address (a host name: its first address).
+    for address in ("127.0.0.1", "localhost"):
+        expected, ours = both(
+            "pub", *hp(mosquitto), "-t", "b/x", "-m", "x", "-A", address, "-i", f"bound-{address}"
+        )
+        assert ours.returncode == expected.returncode == 0, ours.stderr
+        assert b"from 127.0.0.1:" in _connected_line(mosquitto, f"bound-{address}")
+    # --proxy: both tools through the same SOCKS5 proxy (pproxy, on 127.0.0.1).
+    proxy = ProxyServer(("socks5",)).start()
+    try:
+        with background("sub", *hp(mosquitto), "-t", "p/x", "-C", "2", "-i", "via") as sub:
+            wait_subscribed(mosquitto, "via", "p/x")
+            url = f"socks5h://{proxy.host}:{proxy.port}"
+            for n, run in enumerate((real, mqttkit)):
+                done = run("pub", *hp(mosquitto), "-t", "p/x", "-m", f"m{n}", "--proxy", url)
+                assert done.returncode == 0, done.stderr
+            assert sub.finish().stdout == b"m0\nm1\n"
+    finally:
+        proxy.close()
+
+
+def _connected_line(broker: MosquittoBroker, client_id: str) -> bytes:
+    for line in broker.log_text().splitlines():
+        if f" as {client_id} (" in line:  # "New client connected from ADDR:PORT as ID (...)"
+            return line.encode()
+    raise AssertionError(f"{client_id} never connected:\n{broker.log_text()}")
 
 
 def test_help_and_version() -> None:

@@ -287,7 +287,6 @@ def test_unsupported_tls_flags_say_why() -> None:
         (["--tls-engine", "pkcs11"], "OpenSSL engines"),
         (["--keyform", "engine"], "OpenSSL engines"),
         (["-S"], "SRV"),
-        (["-A", "127.0.0.1"], "pending"),
     ):
         with pytest.raises(UsageError, match=words):
             setup(parse("pub", ["-t", "a", "-m", "x", *args]))

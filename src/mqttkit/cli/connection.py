@@ -10,7 +10,9 @@ Mosquitto's tools), records why the connection ended, and closes.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import ssl
 import sys
 import threading
@@ -19,7 +21,6 @@ from dataclasses import fields
 from typing import IO, Any, Final
 from urllib.parse import unquote, urlsplit
 
-from ..options import ClientOptions
 from ..protocol.errors import MQTTConnectionError, MQTTError
 from ..protocol.packets import (
     MQTT_5,
@@ -49,8 +50,6 @@ __all__ = ["Connection", "Setup", "build_ssl_context", "setup"]
 
 #: How long a command waits for the first connection (TCP, TLS and CONNACK).
 CONNECT_TIMEOUT: Final = 30.0
-
-_HAS_PROXY_OPTION: Final = any(f.name == "proxy" for f in fields(ClientOptions))
 
 
 class Setup:
@@ -198,7 +197,22 @@ def setup(a: Args, default_protocol: int = 4) -> Setup:
 
     if a.proxy is not None:
         kwargs["proxy"] = a.proxy
+    if a.bind_address is not None:
+        kwargs["bind_address"] = _local_address(a.bind_address)
     return s
+
+
+def _local_address(name: str) -> str:
+    """An IP address for ``-A`` (Mosquitto's takes a host name too: its first address)."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise UsageError(f"-A: cannot resolve {name!r}: {exc.strerror}.") from None
+        return str(infos[0][4][0])
+    return name
 
 
 def _where(a: Args, s: Setup) -> tuple[str, int | None, str, str | None, str | None]:
@@ -268,16 +282,6 @@ def _refuse_unsupported(a: Args) -> None:
                 "reachable through Python's ssl module."
             )
         raise UsageError(f"Invalid keyform {a.keyform!r}: use pem.")
-    if a.bind_address is not None:
-        raise UsageError(
-            "-A (bind to a local address) is pending in mqttkit: the client has no option "
-            "for the local address of its connection yet."
-        )
-    if a.proxy is not None and not _HAS_PROXY_OPTION:
-        raise UsageError(
-            "--proxy is pending in mqttkit: it needs the client's `proxy` option, which this "
-            "version does not have yet (issue 13)."
-        )
     if a.psk is not None and a.psk_identity is None:
         raise UsageError("--psk-identity required if --psk used.")
     if a.psk_identity is not None and a.psk is None:
@@ -486,8 +490,10 @@ class Connection:
         return self
 
     def close(self, timeout: float = 10.0) -> None:
-        """Close: what is queued is sent and acknowledged (bounded), then DISCONNECT."""
-        handle = self.client.close()
+        """Close: what is queued is sent and acknowledged (bounded), then DISCONNECT (with the
+        ``-D disconnect`` properties)."""
+        properties = self.setup.properties.get("disconnect")
+        handle = self.client.close(properties=properties) if properties else self.client.close()
         if not handle.wait(timeout):
             self.client.close(force=True).wait(5)
 

@@ -276,10 +276,6 @@ def _text(value: str, flag: str) -> str:
 
 # -- the table ------------------------------------------------------------------------------------
 
-_PENDING_BIND = (
-    "needs a client option for the local address of the connection, which this version of "
-    "the client does not have"
-)
 _ENGINE = "OpenSSL engines (hardware keys, TPM) are not reachable through Python's ssl module"
 
 FLAGS: Final[tuple[Flag, ...]] = (
@@ -309,8 +305,7 @@ FLAGS: Final[tuple[Flag, ...]] = (
         "bind the connection to this local address",
         "ADDRESS",
         _text,
-        status=Status.PENDING,
-        note=_PENDING_BIND,
+        note="the client's `bind_address` option; a host name is resolved to its first address",
     ),
     Flag(
         ("--proxy",),
@@ -319,8 +314,10 @@ FLAGS: Final[tuple[Flag, ...]] = (
         "connect through this SOCKS5 proxy: socks5h://[user[:password]@]host[:port]",
         "URL",
         _text,
-        status=Status.PENDING,
-        note="passed to the client's `proxy` option, which comes with the proxy work (issue 13)",
+        note=(
+            "the client's `proxy` option (`pip install 'mqttkit[proxy]'`); mqttkit also takes "
+            "socks4:// and http:// (HTTP CONNECT) proxies"
+        ),
     ),
     Flag(
         ("-S",),
@@ -405,9 +402,9 @@ FLAGS: Final[tuple[Flag, ...]] = (
         "COMMAND NAME VALUE",
         repeat=True,
         note=(
-            "commands connect, publish, subscribe, unsubscribe and will; disconnect and auth "
-            "are refused (pending: the client cannot send properties with them yet), and so "
-            "are puback, pubrec, pubrel and pubcomp (the client sends acknowledgements itself)"
+            "commands connect, publish, subscribe, unsubscribe, disconnect and will, for the "
+            "packets the command sends; auth, puback, pubrec, pubrel and pubcomp are refused "
+            "(the client sends those itself, without properties from the command line)"
         ),
     ),
     # Last Will.

@@ -76,6 +76,7 @@ PACKETS: Final = {
     ),
     "subscribe": frozenset({"subscription-identifier", "user-property"}),
     "unsubscribe": frozenset({"user-property"}),
+    "disconnect": frozenset({"session-expiry-interval", "reason-string", "user-property"}),
     "will": frozenset(
         {
             "payload-format-indicator",
@@ -91,17 +92,17 @@ PACKETS: Final = {
 
 # The packets each command sends (and so may carry -D properties).
 _COMMAND_PACKETS: Final = {
-    "pub": ("connect", "publish", "will"),
-    "sub": ("connect", "subscribe", "unsubscribe", "will"),
-    "rr": ("connect", "publish", "subscribe", "will"),
-    "bench": ("connect", "publish", "subscribe", "will"),
+    "pub": ("connect", "publish", "disconnect", "will"),
+    "sub": ("connect", "subscribe", "unsubscribe", "disconnect", "will"),
+    "rr": ("connect", "publish", "subscribe", "disconnect", "will"),
+    "bench": ("connect", "publish", "subscribe", "disconnect", "will"),
 }
 
 _REFUSED: Final = {
-    "disconnect": (
-        "this version of the client cannot send properties with DISCONNECT yet (pending)"
+    "auth": (
+        "the client sends AUTH only for enhanced authentication, which the command line does "
+        "not drive"
     ),
-    "auth": "this version of the client cannot send properties with AUTH from the command line",
     "puback": "the client sends its acknowledgements itself, without properties",
     "pubrec": "the client sends its acknowledgements itself, without properties",
     "pubrel": "the client sends its acknowledgements itself, without properties",
@@ -115,7 +116,8 @@ def build_properties(
     command: str, entries: Iterable[tuple[str, str, tuple[str, ...]]]
 ) -> dict[str, Properties]:
     """The ``-D`` entries of ``command`` as Properties per packet (``connect``, ``publish``,
-    ``subscribe``, ``unsubscribe``, ``will``); packets without entries are left out.
+    ``subscribe``, ``unsubscribe``, ``disconnect``, ``will``); packets without entries are left
+    out.
 
     Raises:
         UsageError: an unknown packet or property name, a property that packet cannot carry,

@@ -94,7 +94,7 @@ def run(a: Args, stderr: Any) -> int:
     conn.open()
     status = 0
     try:
-        pending: list[tuple[int, Handle]] = []
+        pending: list[tuple[int, Handle[int]]] = []
         items = payloads if first is None else _chain(first, payloads)
         for number, payload in enumerate(items, 1):
             if number > 1 and a.repeat_delay:
@@ -128,7 +128,7 @@ def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def _finish(pending: list[tuple[int, Handle]], a: Args, stderr: Any) -> int:
+def _finish(pending: list[tuple[int, Handle[int]]], a: Args, stderr: Any) -> int:
     """Wait for every pending flow; warn (as mosquitto_pub) about refused ones."""
     for number, handle in pending:
         try:
