@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # Installs what mqttkit's examples and tests need on a fresh Debian/Ubuntu machine:
 # the Mosquitto broker, the NATS server and RabbitMQ (each only when missing; the tests start
-# their own on free ports, never the system-wide service) and the package with its dev
-# dependency group.
+# their own on free ports, never the system-wide service), Mosquitto's command-line tools
+# (mosquitto_pub/sub/rr: the reference the CLI tests run side by side with `mqttkit pub|sub|rr`)
+# and the package with its dev dependency group.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # have NAME: the binary is on $PATH or in /usr/sbin (often not on a user's $PATH).
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
-# MQTTKIT_BROKERS: the broker packages to install when missing (scripts/hello.sh needs only
-# mosquitto; the test suite needs all three).
+# MQTTKIT_BROKERS: the packages to install when missing (scripts/hello.sh needs only
+# mosquitto; the test suite needs them all).
 missing=()
-for package in ${MQTTKIT_BROKERS:-mosquitto nats-server rabbitmq-server}; do
-  have "$package" || missing+=("$package")
+for package in ${MQTTKIT_BROKERS:-mosquitto mosquitto-clients nats-server rabbitmq-server}; do
+  case "$package" in
+    mosquitto-clients) binary=mosquitto_rr ;;  # the package's binaries have other names
+    *) binary="$package" ;;
+  esac
+  have "$binary" || missing+=("$package")
 done
 
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -1,4 +1,4 @@
-"""``python -m mqttkit pub|sub|bench ...``: see :mod:`mqttkit.cli`."""
+"""``python -m mqttkit pub|sub|rr|bench ...``: see :mod:`mqttkit.cli`."""
 
 import sys
 
