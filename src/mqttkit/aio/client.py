@@ -116,7 +116,7 @@ class _Inbox:
         if self.manual and self.engine is not None and not isinstance(ack, _Joint):
             message = ackable(message, _acknowledger(self.engine, ack))
             ack = None
-        if self.routes:
+        if self.queues:  # filtered loops exist (a set: a cheap test per message)
             targets = self.routes.targets(message.topic)
             if targets:
                 if ack is not None and len(targets) > 1:

@@ -559,15 +559,19 @@ class Client(ClientEvents):
         acknowledge = self._engine.acknowledge
         submit = self._submit
         inline = self._inline
+        manual = self._manual_ack
+        # Looked up once per batch (a route added meanwhile applies from the next batch):
+        # without routes, a message pays one local test.
+        routes = self._routes if self._routes else None
         for item in batch:
             name = item[0]
             if name == "message":
                 message: Publish = item[1]
                 ack = item[2]
-                if self._manual_ack:
+                if manual:
                     message = ackable(message, self._acknowledger(ack))
                     ack = None  # the application acknowledges it
-                routed = self._routes.targets(message.topic) if self._routes else ()
+                routed = routes.targets(message.topic) if routes is not None else ()
                 if routed:
                     _call_routes(routed, message, self._log)
                 else:

@@ -150,14 +150,36 @@ def _start_or_fail(broker: _Server) -> _Server:
         raise
 
 
+def _running(server: _Server) -> Iterator[_Server]:
+    """A fixture's body: ``server`` started (or the test failed), closed after the test."""
+    _start_or_fail(server)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _factory(kind: Callable[..., _Server]) -> Iterator[Callable[..., _Server]]:
+    """A factory fixture's body: a function making ``kind(**kwargs)`` started; every one it
+    made is closed (its directory removed) after the test, the last first."""
+    started: list[_Server] = []
+
+    def factory(**kwargs: Any) -> _Server:
+        server = kind(**kwargs)
+        started.append(server)
+        return _start_or_fail(server)
+
+    try:
+        yield factory
+    finally:
+        for server in reversed(started):
+            server.close()
+
+
 @pytest.fixture
 def mqttkit_mosquitto() -> Iterator[MosquittoBroker]:
     """A fresh Mosquitto broker for this test (anonymous, no persistence)."""
-    broker = _start_or_fail(MosquittoBroker())
-    try:
-        yield broker
-    finally:
-        broker.close()
+    yield from _running(MosquittoBroker())
 
 
 @pytest.fixture
@@ -166,28 +188,13 @@ def mqttkit_mosquitto_factory() -> Iterator[Callable[..., MosquittoBroker]]:
 
     Every broker it started is stopped, and its directory removed, when the test ends.
     """
-    started: list[MosquittoBroker] = []
-
-    def factory(**kwargs: Any) -> MosquittoBroker:
-        broker = MosquittoBroker(**kwargs)
-        started.append(broker)
-        return _start_or_fail(broker)
-
-    try:
-        yield factory
-    finally:
-        for broker in reversed(started):
-            broker.close()
+    yield from _factory(MosquittoBroker)
 
 
 @pytest.fixture
 def mqttkit_mosquitto_auth() -> Iterator[MosquittoBroker]:
     """A broker with one user, ``alice`` / ``secret``, and anonymous access off."""
-    broker = _start_or_fail(MosquittoBroker(users={"alice": "secret"}))
-    try:
-        yield broker
-    finally:
-        broker.close()
+    yield from _running(MosquittoBroker(users={"alice": "secret"}))
 
 
 @pytest.fixture(scope="session")
@@ -197,11 +204,7 @@ def mqttkit_nats_server() -> Iterator[NatsServer]:
     Shared: do not stop, kill or restart it (use ``mqttkit_nats_server_factory`` for that), and
     use topics and client ids of your own, since other tests' sessions live in it too.
     """
-    server = _start_or_fail(NatsServer())
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from _running(NatsServer())
 
 
 @pytest.fixture
@@ -210,18 +213,7 @@ def mqttkit_nats_server_factory() -> Iterator[Callable[..., NatsServer]]:
 
     Every server it started is stopped, and its directory removed, when the test ends.
     """
-    started: list[NatsServer] = []
-
-    def factory(**kwargs: Any) -> NatsServer:
-        server = NatsServer(**kwargs)
-        started.append(server)
-        return _start_or_fail(server)
-
-    try:
-        yield factory
-    finally:
-        for server in reversed(started):
-            server.close()
+    yield from _factory(NatsServer)
 
 
 @pytest.fixture(scope="session")
@@ -233,11 +225,7 @@ def mqttkit_rabbitmq_server() -> Iterator[RabbitMQServer]:
     use topics and client ids of your own, since other tests' sessions and retained
     messages live in it too.
     """
-    server = _start_or_fail(RabbitMQServer())
-    try:
-        yield server
-    finally:
-        server.close()
+    yield from _running(RabbitMQServer())
 
 
 @pytest.fixture
@@ -247,18 +235,7 @@ def mqttkit_rabbitmq_server_factory() -> Iterator[Callable[..., RabbitMQServer]]
 
     Every server it started is stopped, and its directory removed, when the test ends.
     """
-    started: list[RabbitMQServer] = []
-
-    def factory(**kwargs: Any) -> RabbitMQServer:
-        server = RabbitMQServer(**kwargs)
-        started.append(server)
-        return _start_or_fail(server)
-
-    try:
-        yield factory
-    finally:
-        for server in reversed(started):
-            server.close()
+    yield from _factory(RabbitMQServer)
 
 
 @pytest.fixture
@@ -268,11 +245,7 @@ def mqttkit_nats_cluster() -> Iterator[NatsCluster]:
 
     Per test, not shared: kill, stop and restart its nodes at will.
     """
-    cluster = _start_or_fail(NatsCluster())
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    yield from _running(NatsCluster())
 
 
 @pytest.fixture
@@ -281,18 +254,7 @@ def mqttkit_nats_cluster_factory() -> Iterator[Callable[..., NatsCluster]]:
 
     Every cluster it started is stopped, and its directories removed, when the test ends.
     """
-    started: list[NatsCluster] = []
-
-    def factory(**kwargs: Any) -> NatsCluster:
-        cluster = NatsCluster(**kwargs)
-        started.append(cluster)
-        return _start_or_fail(cluster)
-
-    try:
-        yield factory
-    finally:
-        for cluster in reversed(started):
-            cluster.close()
+    yield from _factory(NatsCluster)
 
 
 @pytest.fixture(scope="session")
