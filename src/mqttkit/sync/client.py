@@ -645,6 +645,8 @@ def _acknowledge_and_set(
 
 
 def _options_dict(options: Any, allowed: frozenset[str], what: str) -> Mapping[str, Any]:
+    if type(options) is dict and allowed.issuperset(options):
+        return options  # the common case, per publish: no ABC check, no set built
     if options is None:
         return {}
     if not isinstance(options, Mapping):
