@@ -62,6 +62,8 @@ def test_mqtt_through_each_kind_of_proxy(
     async def main() -> None:
         async with Client(mosquitto.url, proxy=proxy.url(scheme)) as client:
             assert peer_of(client) == (proxy.host, proxy.port)  # the socket goes to the proxy
+            sock = client._engine._protocol.transport.get_extra_info("socket")  # type: ignore[union-attr]
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1  # Nagle off
             await round_trip(client, f"proxy/{scheme}")
 
     run(main())

@@ -257,6 +257,41 @@ def test_socket_options_are_set_on_the_socket() -> None:
         assert run(main()) == (1, 77)
 
 
+def _nodelay_of(client: Client) -> int:
+    engine = client._engine
+    assert engine is not None
+    assert engine._protocol is not None
+    assert engine._protocol.transport is not None
+    sock = engine._protocol.transport.get_extra_info("socket")
+    return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_nagle_is_off_on_the_tcp_connection(host: str) -> None:
+    # A socket made with proto 0 (as for an IP address) is one asyncio leaves alone: with
+    # Nagle on, a PUBACK written while the previous packet is unacknowledged waited for the
+    # broker's delayed ACK (~40 ms: a QoS 1 round trip's p99 went from 0.1 ms to 44 ms).
+    with FakeBroker(lambda conn: (conn.handshake(), conn.closed(10))) as broker:
+
+        async def main() -> int:
+            url = broker.url.replace("127.0.0.1", host)
+            async with Client(url, reconnect_period=0) as client:
+                return _nodelay_of(client)
+
+        assert run(main()) == 1
+
+
+def test_socket_options_can_turn_nagle_back_on() -> None:
+    with FakeBroker(lambda conn: (conn.handshake(), conn.closed(10))) as broker:
+
+        async def main() -> int:
+            options = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)]
+            async with Client(broker.url, socket_options=options, reconnect_period=0) as client:
+                return _nodelay_of(client)
+
+        assert run(main()) == 0
+
+
 def test_a_socket_option_the_os_refuses_is_a_clear_error() -> None:
     async def main() -> None:
         client = Client(

@@ -392,7 +392,7 @@ FLAGS: Final[tuple[Flag, ...]] = (
         "nodelay",
         _ALL,
         "disable Nagle's algorithm",
-        note="accepted and a no-op: asyncio sets TCP_NODELAY on every TCP connection anyway",
+        note="accepted and a no-op: mqttkit sets TCP_NODELAY on every TCP connection anyway",
     ),
     Flag(
         ("-D", "--property"),

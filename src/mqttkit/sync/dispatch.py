@@ -190,10 +190,13 @@ class LoopListener:
 
     def emit(self, name: str, *args: Any) -> None:
         """A client event."""
+        self._add((name, *args))
+
+    def _add(self, item: tuple[Any, ...]) -> None:
         if self._inline:
-            self._process([(name, *args)])
+            self._process([item])
             return
-        self._batch.append((name, *args))
+        self._batch.append(item)
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._ship)
@@ -240,7 +243,7 @@ class LoopListener:
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` on the dispatch thread in order with the events reported so far (loop
         thread only: a handle completed by the engine)."""
-        self.emit(CALL, fn)
+        self._add((CALL, fn))  # per publish with a callback: no *args to pack
 
     def _ship(self) -> None:
         self._scheduled = False
