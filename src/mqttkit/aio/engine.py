@@ -893,8 +893,10 @@ class Engine:
     #   batch of calls from other threads (run_batch). A turn dispatches its events, then
     #   writes its output, once, at its end (_end_turn): a burst of calls becomes one write.
     #   A call made outside a turn (an asyncio task calling publish()) dispatches its events at
-    #   once (its token may complete right away) and has its output written at the end of the
-    #   loop iteration (call_soon), so the calls a task makes before it yields share one write.
+    #   once (its token may complete right away). The first such call of a loop iteration has
+    #   its output written at once (a request/response waits for no loop iteration: a QoS 1
+    #   round trip took 0.072-0.081 ms with the write deferred, 0.056-0.058 ms without); the
+    #   calls after it until the end of the iteration (call_soon) share one write.
     # * Write-through. In the middle of a burst that does not yield (a publishing loop without
     #   ``await``, a large batch of commands, many clients publishing in turn), output is
     #   written at once when a whole batch (about 256 KB, session.output_full) waits or the
@@ -922,6 +924,7 @@ class Engine:
         if events:
             self._process_events()
         if not self._write_scheduled:
+            self._write()  # the first output of this iteration: at once (see "The write path")
             self._write_scheduled = True
             self.loop.call_soon(self._write)
 
