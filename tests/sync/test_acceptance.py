@@ -146,6 +146,53 @@ def test_reject_raises_queue_full_from_publish(
     assert not any(h.done() for h in handles)  # the ten wait for the connection
 
 
+class _TakenRightAfterRead:
+    """The client's engine, except that the loop thread takes every publish on its way right
+    after the publishing thread has read ``publishes_taken``: the moment between the front's
+    two reads (the queue's length and that counter) that a thread switch can fall into."""
+
+    def __init__(self, engine: object, gate: threading.Event, expected: int) -> None:
+        self._engine = engine
+        self._gate = gate
+        self._expected = expected
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._engine, name)
+
+    @property
+    def publishes_taken(self) -> int:
+        taken: int = self._engine.publishes_taken  # type: ignore[attr-defined]
+        self._gate.set()  # the loop thread now takes what waited behind the gate
+        deadline = time.monotonic() + 5
+        while self._engine.publishes_taken < self._expected:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "the loop thread did not take the publishes"
+            time.sleep(0.001)
+        return taken
+
+
+def test_reject_counts_a_message_taken_between_the_reads_once(
+    make_client: Callable[..., mqttkit.Client],
+) -> None:
+    # max_queued=10, 9 queued: the 10th fits. The loop thread taking the 9 between the front's
+    # two reads made them count twice (as on their way and as queued): QueueFullError for a
+    # message that fits (a benchmark saw "10168 messages waiting" with 10,000 published).
+    client = make_client(url=f"mqtt://127.0.0.1:{free_port()}", max_queued=10)
+    gate = threading.Event()
+    client._submit(gate.wait, 10)  # the loop thread waits here: publishes pile up behind it
+    handles = [client.publish("t", str(i), qos=1) for i in range(9)]
+    engine = client._engine
+    client._engine = _TakenRightAfterRead(engine, gate, expected=9)  # type: ignore[assignment]
+    try:
+        handles.append(client.publish("t", "the tenth fits", qos=1))
+    finally:
+        client._engine = engine
+    assert client.flush(0.5) is False  # offline: all ten wait for a connection
+    assert engine.session.queued == 10
+    with pytest.raises(mqttkit.QueueFullError, match="10 messages"):
+        client.publish("t", "the eleventh does not", qos=1)
+    assert not any(h.done() for h in handles)
+
+
 def test_reject_counts_payload_bytes_too(make_client: Callable[..., mqttkit.Client]) -> None:
     client = make_client(url=f"mqtt://127.0.0.1:{free_port()}", max_queued_bytes=1_000)
     client.publish("t", b"x" * 600, qos=1)

@@ -333,8 +333,12 @@ class Outgoing:
         self._queue.append(Entry(_UNSUBSCRIBE, self._seq, 0, request, token))
         self.pump(now)
 
-    def admission_error(self, size: int, waiting: int, waiting_bytes: int) -> MQTTError | None:
+    def admission_error(
+        self, size: int, waiting: int, waiting_bytes: int, queued: int | None = None
+    ) -> MQTTError | None:
         """The error ``publish`` would raise (see :meth:`ClientSession.admission_error`)."""
+        if queued is not None:
+            waiting += queued - len(self._queue)  # count the caller's snapshot of the queue
         if self._config.queue_policy != "reject" or not self._queue_full(
             size, waiting, waiting_bytes
         ):

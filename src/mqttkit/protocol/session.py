@@ -509,13 +509,20 @@ class ClientSession:
         return False, having changed nothing: call :meth:`publish`."""
         return self._outgoing.publish_now(request, now)
 
-    def admission_error(self, size: int, waiting: int, waiting_bytes: int) -> MQTTError | None:
+    def admission_error(
+        self, size: int, waiting: int, waiting_bytes: int, queued: int | None = None
+    ) -> MQTTError | None:
         """For a driver whose calls reach the session later (from another thread): the
         :class:`QueueFullError` that :meth:`publish` of a message of ``size`` payload bytes
         would raise with ``waiting`` messages (``waiting_bytes`` payload bytes) still on their
         way to it, or None. Only the ``reject`` policy refuses. Reads counters only: safe to
-        call from any thread (an estimate there, exact for one publishing thread)."""
-        return self._outgoing.admission_error(size, waiting, waiting_bytes)
+        call from any thread (an estimate there, exact for one publishing thread).
+
+        ``queued``: the :attr:`queued` the caller read *before* it counted ``waiting``, used
+        instead of a fresh read. Counted in that order, a message the session's thread takes
+        in between is counted at most once; a fresh read after ``waiting`` could count it
+        twice (as still on its way, and as queued) and refuse a message that fits."""
+        return self._outgoing.admission_error(size, waiting, waiting_bytes, queued)
 
     def check_topic_alias(self, request: PublishRequest) -> None:
         """Raise :class:`PublishError` if ``request`` uses a Topic Alias above the connected

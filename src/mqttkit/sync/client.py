@@ -391,10 +391,14 @@ class Client(ClientEvents):
         if request.properties_bytes is not None and request.properties.topic_alias:
             session.check_topic_alias(request)
         # Publishes on their way to the loop thread: tickets handed out here (next() is
-        # atomic), minus those the engine has taken (Engine.publishes_taken).
+        # atomic), minus those the engine has taken (Engine.publishes_taken). The queue is read
+        # first: a publish the loop thread takes between the two reads is then counted at most
+        # once (read after, it could be counted as on its way and as queued, and a message
+        # that fits be refused: seen as "10168 messages waiting" of 10,000 published).
+        queued = session.queued
         waiting = next(self._handed) - engine.publishes_taken
-        if self._check_bytes or session.queued + waiting >= self._max_queued:
-            error = session.admission_error(len(request.payload), waiting, 0)
+        if self._check_bytes or queued + waiting >= self._max_queued:
+            error = session.admission_error(len(request.payload), waiting, 0, queued)
             if error is not None:
                 submit(engine.take_ticket)  # so that the count stays true
                 raise error
