@@ -192,7 +192,7 @@ def mk_sync_fanin(a: argparse.Namespace) -> None:
     for _ in range(a.clients):
         client = mqttkit.Client(url=a.url, keepalive=60, dispatch=_dispatch(a))
         connected = threading.Event()
-        client.once("connect", lambda connack, e=connected: e.set())
+        client.once("connect", lambda *_, e=connected: e.set())  # (connack, server)
         client.connect()
         clients.append((client, connected))
     for _, connected in clients:
