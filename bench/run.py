@@ -12,6 +12,12 @@ median of the repeats and the ratio to paho-mqtt and to gmqtt measured in the sa
 which the subscriber missed messages is shown as ``LOST n``, never as a rate. Raw results go to
 ``bench/results/<time>.json``.
 
+``pub1cb`` / ``pub2cb``: ``pub1`` / ``pub2`` with the "callback and window" shape: at most 100
+messages in flight, each publish with a completion callback that frees a slot, until every
+callback has fired (role ``pubcb``; gmqtt has no per-message callback: n/a). ``--clients
+mqttjs`` adds MQTT.js 5 (bench/mqttjs, under node; ``npm ci`` there when node_modules is
+missing).
+
 Durable publishing (``--workloads durable`` selects all six): ``pub1``'s shape (20,000 x 64 B
 at QoS 1, from the first publish until every message is acknowledged and received; the same
 subscriber), published with ``clean=False``, a fixed client id and a given outgoing (and
