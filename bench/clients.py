@@ -3,14 +3,17 @@
     python bench/clients.py ROLE CLIENT --url mqtt://127.0.0.1:PORT [--n N --qos Q --size B ...]
 
 ROLE: ``sub`` (subscribe, print READY, count until n messages or timeout), ``pub`` (publish n
-messages and wait for the acknowledgements), ``rtt`` (sequential QoS 1 round trips to its own
-subscription), ``fanin`` (``--clients`` publishing clients in this one process), ``conn``
-(``--n`` idle connections in this one process), ``durpub`` (``pub`` with ``clean=False``, a
-fixed ``--client-id``, the outgoing/incoming store of ``--store`` and ``--threads`` publishing
-threads; mqttkit only).
+messages and wait for the acknowledgements), ``pubcb`` (the "callback and window" shape: at most
+``--window`` messages in flight, each publish with a completion callback that frees a slot; done
+when every callback has fired, an error in one fails the run), ``rtt`` (sequential QoS 1 round
+trips to its own subscription), ``fanin`` (``--clients`` publishing clients in this one
+process), ``conn`` (``--n`` idle connections in this one process), ``durpub`` (``pub`` with
+``clean=False``, a fixed ``--client-id``, the outgoing/incoming store of ``--store`` and
+``--threads`` publishing threads; mqttkit only).
 
 CLIENT: ``mqttkit-sync``, ``mqttkit-inline`` (the blocking front with ``dispatch="inline"``),
-``mqttkit-aio``, ``paho``, ``gmqtt``.
+``mqttkit-aio``, ``paho``, ``gmqtt``, ``raw`` (bench/mqttjs/client.js has the same roles for
+MQTT.js).
 
 Every payload starts with its sequence number (8 bytes, big endian), so the subscriber reports
 messages received, distinct, and duplicated; a run that misses messages says so.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -162,6 +166,66 @@ def mk_sync_pub(a: argparse.Namespace) -> None:
     emit({"start": start, "end": end, "cpu": c1 - c0})
 
 
+def mk_sync_pubcb(a: argparse.Namespace) -> None:
+    """The shape paho users write, with mqttkit's node-style callback: a semaphore keeps at most
+    ``--window`` messages in flight, each ``publish(topic, payload, {"qos": q}, callback)``'s
+    callback (``err`` first) releases it."""
+    import mqttkit
+
+    client = mqttkit.Client(url=a.url, keepalive=60, dispatch=_dispatch(a))
+    connected = threading.Event()
+    client.on("connect", lambda connack: connected.set())
+    client.connect()
+    connected.wait(10)
+    payloads = [payload_for(i, a.size) for i in range(a.n)]
+    window = threading.Semaphore(a.window)
+    tally = _Tally(a.n)
+
+    def callback(err: BaseException | None) -> None:
+        tally.complete(err)
+        window.release()
+
+    options = {"qos": a.qos}
+    c0 = cpu()
+    start = time.monotonic()
+    publish, topic, acquire = client.publish, a.topic, window.acquire
+    for p in payloads:
+        if not acquire(timeout=a.timeout) or tally.error is not None:
+            break
+        publish(topic, p, options, callback)
+    tally.done.wait(a.timeout)
+    end = time.monotonic()
+    c1 = cpu()
+    client.close().wait(10)
+    emit(tally.result(start, end, c1 - c0, a.timeout))
+
+
+class _Tally:
+    """Counts the publish callbacks of ``pubcb`` (any thread); the first error ends the run."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+        self.error: str | None = None
+        self.done = threading.Event()
+        self.lock = threading.Lock()
+
+    def complete(self, err: BaseException | None) -> None:
+        with self.lock:
+            if err is not None and self.error is None:
+                self.error = f"publish callback reported {err!r}"
+                self.done.set()
+            self.left -= 1
+            if self.left == 0:
+                self.done.set()
+
+    def result(self, start: float, end: float, cpu_used: float, timeout: float) -> dict[str, Any]:
+        if self.error is not None:
+            return {"error": self.error}
+        if self.left:
+            return {"error": f"{self.left} callbacks had not fired after {timeout} s"}
+        return {"start": start, "end": end, "cpu": cpu_used}
+
+
 def mk_sync_rtt(a: argparse.Namespace) -> None:
     import mqttkit
 
@@ -192,7 +256,7 @@ def mk_sync_fanin(a: argparse.Namespace) -> None:
     for _ in range(a.clients):
         client = mqttkit.Client(url=a.url, keepalive=60, dispatch=_dispatch(a))
         connected = threading.Event()
-        client.once("connect", lambda connack, e=connected: e.set())
+        client.once("connect", lambda *_, e=connected: e.set())  # (connack, server)
         client.connect()
         clients.append((client, connected))
     for _, connected in clients:
@@ -258,6 +322,51 @@ def mk_aio_pub(a: argparse.Namespace) -> None:
             await asyncio.wait_for(client.flush(), a.timeout)  # every flow completed
             end = time.monotonic()
             c1 = cpu()
+        return {"start": start, "end": end, "cpu": c1 - c0}
+
+    emit(asyncio.run(main()))
+
+
+def mk_aio_pubcb(a: argparse.Namespace) -> None:
+    """``pubcb`` on the asyncio front: an ``asyncio.Semaphore`` window; ``publish()`` returns a
+    future, whose done-callback releases it."""
+    from mqttkit.aio import Client
+
+    async def main() -> dict[str, Any]:
+        payloads = [payload_for(i, a.size) for i in range(a.n)]
+        async with Client(a.url, keepalive=60) as client:
+            window = asyncio.Semaphore(a.window)
+            done = asyncio.Event()
+            left = a.n
+            errors: list[str] = []
+
+            def on_done(future: asyncio.Future[int]) -> None:
+                nonlocal left
+                if future.cancelled():
+                    errors.append("publish future cancelled")
+                elif future.exception() is not None:
+                    errors.append(f"publish future failed: {future.exception()!r}")
+                left -= 1
+                window.release()
+                if errors or not left:
+                    done.set()
+
+            c0 = cpu()
+            start = time.monotonic()
+            publish, topic, qos = client.publish, a.topic, a.qos
+            for p in payloads:
+                await window.acquire()
+                if errors:
+                    break
+                publish(topic, p, qos=qos).add_done_callback(on_done)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(done.wait(), a.timeout)
+            end = time.monotonic()
+            c1 = cpu()
+        if errors:
+            return {"error": errors[0]}
+        if left:
+            return {"error": f"{left} callbacks had not fired after {a.timeout} s"}
         return {"start": start, "end": end, "cpu": c1 - c0}
 
     emit(asyncio.run(main()))
@@ -524,6 +633,46 @@ def paho_pub(a: argparse.Namespace) -> None:
     client.disconnect()
     client.loop_stop()
     emit({"start": start, "end": end, "cpu": c1 - c0})
+
+
+def paho_pubcb(a: argparse.Namespace) -> None:
+    """``pubcb`` for paho: ``on_publish`` releases a ``threading.Semaphore`` window. paho keeps
+    at most 20 messages in flight by default (``max_inflight_messages_set``); for QoS 1 it is
+    raised to the window, so that the application's window, not paho's, bounds the flow (as for
+    the other clients). QoS 2 keeps paho's 20: Mosquitto drops the QoS 2 messages a 3.1.1 client
+    sends beyond its own window of 20, and mqttkit keeps 20 too (``max_inflight_qos2``)."""
+    import paho.mqtt.client as paho
+
+    client = _paho_client(a)
+    if a.qos == 1:
+        client.max_inflight_messages_set(a.window)
+    window = threading.Semaphore(a.window)
+    tally = _Tally(a.n)
+
+    def on_publish(c: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        failed = getattr(reason_code, "is_failure", False)
+        tally.complete(RuntimeError(f"reason code {reason_code}") if failed else None)
+        window.release()
+
+    client.on_publish = on_publish
+    _paho_connect(client, a)
+    payloads = [payload_for(i, a.size) for i in range(a.n)]
+    c0 = cpu()
+    start = time.monotonic()
+    publish, topic, qos, acquire = client.publish, a.topic, a.qos, window.acquire
+    for p in payloads:
+        if not acquire(timeout=a.timeout) or tally.error is not None:
+            break
+        info = publish(topic, p, qos=qos)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            tally.complete(RuntimeError(f"publish returned {paho.error_string(info.rc)}"))
+            break
+    tally.done.wait(a.timeout)
+    end = time.monotonic()
+    c1 = cpu()
+    client.disconnect()
+    client.loop_stop()
+    emit(tally.result(start, end, c1 - c0, a.timeout))
 
 
 def paho_rtt(a: argparse.Namespace) -> None:
@@ -817,10 +966,12 @@ def raw_pub(a: argparse.Namespace) -> None:
 ROLES: dict[tuple[str, str], Callable[[argparse.Namespace], None]] = {
     ("sub", "mqttkit-sync"): mk_sync_sub,
     ("pub", "mqttkit-sync"): mk_sync_pub,
+    ("pubcb", "mqttkit-sync"): mk_sync_pubcb,
     ("rtt", "mqttkit-sync"): mk_sync_rtt,
     ("fanin", "mqttkit-sync"): mk_sync_fanin,
     ("sub", "mqttkit-inline"): mk_sync_sub,
     ("pub", "mqttkit-inline"): mk_sync_pub,
+    ("pubcb", "mqttkit-inline"): mk_sync_pubcb,
     ("rtt", "mqttkit-inline"): mk_sync_rtt,
     ("fanin", "mqttkit-inline"): mk_sync_fanin,
     ("durpub", "mqttkit-sync"): mk_sync_durpub,
@@ -828,11 +979,13 @@ ROLES: dict[tuple[str, str], Callable[[argparse.Namespace], None]] = {
     ("durpub", "mqttkit-aio"): mk_aio_durpub,
     ("sub", "mqttkit-aio"): mk_aio_sub,
     ("pub", "mqttkit-aio"): mk_aio_pub,
+    ("pubcb", "mqttkit-aio"): mk_aio_pubcb,
     ("rtt", "mqttkit-aio"): mk_aio_rtt,
     ("fanin", "mqttkit-aio"): mk_aio_fanin,
     ("conn", "mqttkit-aio"): mk_aio_conn,
     ("sub", "paho"): paho_sub,
     ("pub", "paho"): paho_pub,
+    ("pubcb", "paho"): paho_pubcb,
     ("rtt", "paho"): paho_rtt,
     ("fanin", "paho"): paho_fanin,
     ("sub", "gmqtt"): gmqtt_sub,
@@ -856,6 +1009,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--window", type=int, default=100, help="pubcb: most messages in flight")
     parser.add_argument("--store", choices=("memory", "batched", "full"), default="memory")
     parser.add_argument("--store-path", default=None, help="durpub: the SQLite file to create")
     parser.add_argument("--threads", type=int, default=1, help="durpub: publishing threads")

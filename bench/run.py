@@ -12,6 +12,12 @@ median of the repeats and the ratio to paho-mqtt and to gmqtt measured in the sa
 which the subscriber missed messages is shown as ``LOST n``, never as a rate. Raw results go to
 ``bench/results/<time>.json``.
 
+``pub1cb`` / ``pub2cb``: ``pub1`` / ``pub2`` with the "callback and window" shape: at most 100
+messages in flight, each publish with a completion callback that frees a slot, until every
+callback has fired (role ``pubcb``; gmqtt has no per-message callback: n/a). ``--clients
+mqttjs`` adds MQTT.js 5 (bench/mqttjs, under node; ``npm ci`` there when node_modules is
+missing).
+
 Durable publishing (``--workloads durable`` selects all six): ``pub1``'s shape (20,000 x 64 B
 at QoS 1, from the first publish until every message is acknowledged and received; the same
 subscriber), published with ``clean=False``, a fixed client id and a given outgoing (and
@@ -41,6 +47,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -73,17 +80,24 @@ class Workload:
     store: str = ""  # "dur": "memory" (the default store), "batched" or "full" (SQLiteStore)
     threads: int = 1  # "dur": publishing threads in the one client
     only: tuple[str, ...] = ()  # the clients that can run it (empty: all); others show n/a
+    pub_role: str = "pub"  # "flow": the publisher's role ("pubcb": callbacks and a window)
 
 
 # The clients that take an outgoing store; the asyncio front publishes from one task only.
 STORE_CLIENTS = ("mqttkit-sync", "mqttkit-inline", "mqttkit-aio")
 BLOCKING_CLIENTS = ("mqttkit-sync", "mqttkit-inline")
+# The clients with a per-message completion callback (pub1cb, pub2cb); gmqtt has none.
+CALLBACK_CLIENTS = ("mqttkit-sync", "mqttkit-inline", "mqttkit-aio", "paho", "mqttjs")
 
 WORKLOADS = [
     Workload("pub0", "flow", 100_000, qos=0, quick_n=1_000),
     Workload("pub1", "flow", 20_000, qos=1, quick_n=500),
     Workload("pub2", "flow", 10_000, qos=2, quick_n=300),
     Workload("rtt1", "rtt", 2_000, qos=1, quick_n=50),
+    # The "callback and window" shape: at most 100 in flight, each publish's callback frees a
+    # slot; done when every callback has fired (the subscriber is pub1's / pub2's).
+    Workload("pub1cb", "flow", 20_000, qos=1, quick_n=500, pub_role="pubcb", only=CALLBACK_CLIENTS),
+    Workload("pub2cb", "flow", 10_000, qos=2, quick_n=300, pub_role="pubcb", only=CALLBACK_CLIENTS),
     Workload("big", "flow", 200, qos=1, size=1_000_000, quick_n=5),
     Workload("fanin", "fanin", 20_000, qos=1, clients=100, quick_n=200, quick_clients=10),
     Workload("conn", "conn", 10_000, quick_n=200),
@@ -108,9 +122,18 @@ WORKLOADS = [
 GROUPS = {"durable": [w.name for w in WORKLOADS if w.kind == "dur"]}
 
 
+MQTTJS = HERE / "mqttjs"
+
+
 def spawn(args: list[str]) -> subprocess.Popen[str]:
+    """One role of one client (``args``: role, client, options) in a new process: clients.py,
+    or bench/mqttjs/client.js under node for MQTT.js."""
+    if args[1] == "mqttjs":
+        command = ["node", str(MQTTJS / "client.js"), *args]
+    else:
+        command = [sys.executable, str(HERE / "clients.py"), *args]
     return subprocess.Popen(
-        [sys.executable, str(HERE / "clients.py"), *args],
+        command,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -207,7 +230,31 @@ def run_one(
         clients = w.quick_clients if quick else w.clients
         fanin = ["fanin", client, *common, "--clients", str(clients)]
         return run_flow(w, client, _with_url(common, sub_url), fanin, n)
-    return run_flow(w, client, _with_url(common, sub_url), ["pub", client, *common], n)
+    pub_args = [w.pub_role, client, *common]
+    return run_flow(w, client, _with_url(common, sub_url), pub_args, n)
+
+
+def ensure_mqttjs() -> None:
+    """MQTT.js for ``--clients mqttjs``: ``npm ci`` in bench/mqttjs (its package-lock.json) when
+    its node_modules is missing. Exits with what to install when node or npm is missing."""
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(
+            f"--clients mqttjs needs Node.js and npm ({' and '.join(missing)} not found): "
+            "apt-get install nodejs npm"
+        )
+    if (MQTTJS / "node_modules" / "mqtt").is_dir():
+        return
+    print("bench/mqttjs: npm ci (MQTT.js, once)", flush=True)
+    done = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund"],
+        cwd=MQTTJS,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"npm ci in {MQTTJS} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
 def _with_url(common: list[str], url: str | None) -> list[str]:
@@ -295,6 +342,9 @@ def metrics(w: Workload, r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# The peers each result is compared with (a column each: vs paho, vs gmqtt, vs MQTT.js).
+PEERS = ("paho", "gmqtt", "mqttjs")
+
 PRIMARY = {
     "flow": "msgs_per_s",
     "fanin": "msgs_per_s",
@@ -336,6 +386,8 @@ def main() -> int:
     wanted = [name for g in args.workloads.split(",") for name in GROUPS.get(g, [g])]
     clients = args.clients.split(",")
     workloads = [w for w in WORKLOADS if w.name in wanted]
+    if "mqttjs" in clients:
+        ensure_mqttjs()
     broker = MosquittoBroker(
         max_queued_messages=0,
         extra_config="max_queued_bytes 0\nmax_connections -1\nset_tcp_nodelay true\n",
@@ -471,26 +523,26 @@ def median_of(ms: list[dict[str, Any]], key: str) -> float | None:
 
 def render(workloads: list[Workload], clients: list[str], table: dict[Any, Any]) -> str:
     lines = [
-        "| workload | client | result (median) | vs paho | vs gmqtt | CPU s / 10k msgs "
-        "| peak RSS MB |",
-        "|---|---|---|---|---|---|---|",
+        "| workload | client | result (median) | vs paho | vs gmqtt | vs MQTT.js "
+        "| CPU s / 10k msgs | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for w in workloads:
         key = "mb_per_s" if w.name == "big" else PRIMARY[w.kind]
         lower_is_better = key in ("p50_ms", "seconds")
-        refs = {c: median_of(table.get((w.name, c), []), key) for c in ("paho", "gmqtt")}
+        refs = {c: median_of(table.get((w.name, c), []), key) for c in PEERS}
         for client in clients:
             ms = table.get((w.name, client), [])
             if ms and all(m.get("unsupported") for m in ms):
-                lines.append(f"| {w.name} | {client} | n/a | | | | |")
+                lines.append(f"| {w.name} | {client} | n/a | | | | | |")
                 continue
             value = median_of(ms, key)
             if value is None:
                 bad = next((summary(w, m) for m in ms if "error" in m or m.get("lost")), "-")
-                lines.append(f"| {w.name} | {client} | {bad} | | | | |")
+                lines.append(f"| {w.name} | {client} | {bad} | | | | | |")
                 continue
             ratios = []
-            for ref in ("paho", "gmqtt"):
+            for ref in PEERS:
                 r = refs[ref]
                 if r is None or client == ref:
                     ratios.append("")
@@ -508,7 +560,7 @@ def render(workloads: list[Workload], clients: list[str], table: dict[Any, Any])
             ]
             shown = f"{value:,.0f}" if value >= 1000 else f"{value:,.4g}"
             lines.append(
-                f"| {w.name} | {client} | {shown} {unit}{extra} | {ratios[0]} | {ratios[1]} "
+                f"| {w.name} | {client} | {shown} {unit}{extra} | {' | '.join(ratios)} "
                 f"| {'' if cpu is None else f'{cpu:.3f}'} | {'' if rss is None else f'{rss:.0f}'} |"
             )
     return "\n".join(lines)
@@ -619,6 +671,12 @@ def machine(store_dir: str | None = None) -> dict[str, Any]:
             info[mod] = getattr(module, "__version__", "?")
         except ImportError:
             info[mod] = None
+    with contextlib.suppress(OSError, ValueError):
+        package = MQTTJS / "node_modules" / "mqtt" / "package.json"
+        info["mqttjs"] = json.loads(package.read_text())["version"]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False)
+        info["node"] = node.stdout.strip() or None
     return info
 
 

@@ -10,6 +10,7 @@ python -m ruff check src tests examples tools bench
 python -m ruff format --check src tests examples tools bench
 python -m mypy src
 python -m pytest "$@"
-python bench/run.py --quick --clients mqttkit-sync,mqttkit-inline,mqttkit-aio,paho,gmqtt,raw \
+python bench/run.py --quick \
+    --clients mqttkit-sync,mqttkit-inline,mqttkit-aio,paho,gmqtt,raw,mqttjs \
     --out "${TMPDIR:-/tmp}/mqttkit-bench-quick.json"
 python bench/run.py --render "${TMPDIR:-/tmp}/mqttkit-bench-quick.json" > /dev/null
