@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import selectors
 import shutil
 import subprocess
 import sys
@@ -148,6 +149,27 @@ class Background:
             env=_env(),
         )
         self._stdin = stdin
+        self._head = b""  # what read_line() took from stdout; finish() puts it back in front
+
+    def read_line(self, timeout: float = TIMEOUT) -> bytes:
+        """The next line of its stdout (its first if nothing was read), waiting at most
+        ``timeout`` seconds; the test fails if none came."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        deadline = time.monotonic() + timeout
+        line = b""
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            while not line.endswith(b"\n"):
+                left = deadline - time.monotonic()
+                if left <= 0 or not selector.select(left):
+                    raise AssertionError(f"{self.proc.args} printed no line within {timeout} s")
+                byte = os.read(stdout.fileno(), 1)  # one byte: nothing read past the line
+                if not byte:
+                    raise AssertionError(f"{self.proc.args} ended before a whole line")
+                line += byte
+        self._head += line
+        return line
 
     def finish(self, timeout: float = TIMEOUT) -> Result:
         """Wait for the end (killing it after ``timeout`` s, which fails the test)."""
@@ -157,10 +179,10 @@ class Background:
             self.proc.kill()
             out, err = self.proc.communicate()
             raise AssertionError(
-                f"{self.proc.args} did not end within {timeout} s; stdout {out[-500:]!r}, "
-                f"stderr {err[-500:]!r}"
+                f"{self.proc.args} did not end within {timeout} s; stdout "
+                f"{(self._head + out)[-500:]!r}, stderr {err[-500:]!r}"
             ) from None
-        return Result(self.proc.returncode, out, err)
+        return Result(self.proc.returncode, self._head + out, err)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
