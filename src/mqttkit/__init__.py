@@ -20,6 +20,7 @@ the sans-IO core is :mod:`mqttkit.protocol`. This module only re-exports.
 from ._api import AckableMessage, Granted
 from .netoptions import Proxy
 from .options import ClientOptions, ConnectSettings, Server
+from .protocol import codec as _codec
 from .protocol.errors import (
     CertificateVerifyError,
     ClientClosedError,
@@ -65,6 +66,10 @@ from .sync.events import EventEmitter
 from .sync.oneshot import publish_multiple, publish_single, subscribe_simple
 
 __version__ = "0.1.0.dev0"
+
+#: True when the sans-IO core's hot modules run compiled with mypyc (the optional build:
+#: docs/performance.md), False for the pure-Python package (the default install).
+compiled: bool = not (_codec.__file__ or "").endswith(".py")
 
 #: An incoming application message (the PUBLISH packet: topic, payload, qos, retain...).
 Message = Publish
@@ -125,6 +130,7 @@ __all__ = [
     "UnsubscribeError",
     "Will",
     "__version__",
+    "compiled",
     "connect",
     "publish_multiple",
     "publish_single",

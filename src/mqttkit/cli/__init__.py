@@ -25,6 +25,7 @@ from importlib import metadata
 from types import FrameType
 from typing import Any, Final
 
+from .. import compiled
 from ..protocol.errors import InvalidArgumentError, MQTTError
 from . import bench, pub, rr, sub
 from .exits import EXIT_CONN_LOST, EXIT_ERROR, EXIT_TIMEOUT, EXIT_TLS, describe
@@ -41,11 +42,12 @@ _RUN: Final[dict[str, Callable[[Any, Any], int]]] = {
 
 
 def version() -> str:
-    """The installed mqttkit's version."""
+    """The installed mqttkit's version, and "(compiled)" for the mypyc build of the core."""
     try:
-        return metadata.version("mqttkit")
+        number = metadata.version("mqttkit")
     except metadata.PackageNotFoundError:  # pragma: no cover - run from a source tree only
-        return "unknown"
+        number = "unknown"
+    return f"{number} (compiled)" if compiled else number
 
 
 class _Terminated(BaseException):

@@ -906,7 +906,7 @@ class _Reader:
         return Properties(**values)
 
 
-def decode(data: bytes, protocol_level: int = MQTT_3_1_1) -> Packet:
+def decode(data: bytes | bytearray | memoryview, protocol_level: int = MQTT_3_1_1) -> Packet:
     """Decode exactly one whole packet from ``data`` (tests, tools).
 
     Raises:

@@ -223,7 +223,7 @@ def prepare_publish(
     if isinstance(topic, str) and topic == "" and props.topic_alias is not None:
         topic_bytes = b""  # an empty topic name with a topic alias (MQTT 5.0, 3.3.2.1)
     else:
-        topic_bytes = validate_topic_name(topic)  # type: ignore[arg-type]
+        topic_bytes = validate_topic_name(topic)
     data = normalize_payload(payload)
     qos = _check_qos(qos)
     props_bytes: bytes | None = None

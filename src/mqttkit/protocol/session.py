@@ -44,7 +44,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 from . import codec
 from .config import SessionConfig
@@ -622,7 +622,30 @@ class ClientSession:
             # MQTT 3.1.1 section 2.2.1 (Table 2.1): DISCONNECT goes from client to server only;
             # a server that sends one breaks the protocol [MQTT-4.8.0-1].
             raise ProtocolError("the server sent DISCONNECT, which MQTT 3.1.1 does not allow")
-        self._HANDLERS[ptype](self, packet, now)
+        # One isinstance chain, the most frequent packets first (a dict of the handlers, a class
+        # attribute, would name the class's own methods in its body: mypyc compiles no such body).
+        if isinstance(packet, Publish):
+            self._on_publish(packet, now)
+        elif isinstance(packet, PubAck):
+            self._on_puback(packet, now)
+        elif isinstance(packet, PubRec):
+            self._on_pubrec(packet, now)
+        elif isinstance(packet, PubRel):
+            self._on_pubrel(packet, now)
+        elif isinstance(packet, PubComp):
+            self._on_pubcomp(packet, now)
+        elif isinstance(packet, PingResp):
+            self._on_pingresp(packet, now)
+        elif isinstance(packet, SubAck):
+            self._on_suback(packet, now)
+        elif isinstance(packet, UnsubAck):
+            self._on_unsuback(packet, now)
+        elif isinstance(packet, ConnAck):
+            self._on_connack(packet, now)
+        elif isinstance(packet, Disconnect):
+            self._on_disconnect(packet, now)
+        elif isinstance(packet, Auth):
+            self._on_auth(packet, now)
 
     def _on_connack(self, packet: ConnAck, now: float) -> None:
         level = self._level
@@ -699,21 +722,6 @@ class ClientSession:
     def _on_auth(self, packet: Auth, now: float) -> None:
         del now
         self._output.events.append(AuthReceived(packet))
-
-    # The handler of each packet type a server may send (after the checks of _handle).
-    _HANDLERS: ClassVar[dict[int, Callable[[ClientSession, Any, float], None]]] = {
-        PacketType.CONNACK: _on_connack,
-        PacketType.PUBLISH: _on_publish,
-        PacketType.PUBACK: _on_puback,
-        PacketType.PUBREC: _on_pubrec,
-        PacketType.PUBREL: _on_pubrel,
-        PacketType.PUBCOMP: _on_pubcomp,
-        PacketType.SUBACK: _on_suback,
-        PacketType.UNSUBACK: _on_unsuback,
-        PacketType.PINGRESP: _on_pingresp,
-        PacketType.DISCONNECT: _on_disconnect,
-        PacketType.AUTH: _on_auth,
-    }
 
     # -- internals: the connection ----------------------------------------------------------------
 

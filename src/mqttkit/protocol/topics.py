@@ -46,7 +46,7 @@ def _encode(topic: object, what: str) -> bytes:
     return raw
 
 
-def validate_topic_name(topic: str) -> bytes:
+def validate_topic_name(topic: object) -> bytes:
     """Check a topic name for PUBLISH and return its UTF-8 encoding.
 
     Raises:
@@ -70,7 +70,7 @@ def _validate_topic_name(topic: str) -> bytes:
     return raw
 
 
-def validate_topic_filter(topic_filter: str) -> bytes:
+def validate_topic_filter(topic_filter: object) -> bytes:
     """Check a topic filter for SUBSCRIBE/UNSUBSCRIBE and return its UTF-8 encoding.
 
     ``$share/{ShareName}/{filter}`` is checked as a shared subscription (section 4.8.2).
@@ -78,6 +78,8 @@ def validate_topic_filter(topic_filter: str) -> bytes:
     Raises:
         InvalidTopicError: empty, too long, U+0000, misplaced wildcard, bad share name.
     """
+    if not isinstance(topic_filter, str):
+        raise InvalidTopicError(f"topic filter must be a str, not {type(topic_filter).__name__}")
     raw = _encode(topic_filter, "topic filter")
     levels = topic_filter.split("/")
     if levels[0] == "$share":
