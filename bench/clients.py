@@ -12,8 +12,8 @@ process), ``conn`` (``--n`` idle connections in this one process), ``durpub`` (`
 ``--threads`` publishing threads; mqttkit only).
 
 CLIENT: ``mqttkit-sync``, ``mqttkit-inline`` (the blocking front with ``dispatch="inline"``),
-``mqttkit-aio``, ``paho``, ``gmqtt``, ``raw`` (bench/mqttjs/client.js has the same roles for
-MQTT.js).
+``mqttkit-aio``, ``mqttkit-aio-uvloop`` (the asyncio front on uvloop's event loop), ``paho``,
+``gmqtt``, ``raw`` (bench/mqttjs/client.js has the same roles for MQTT.js).
 
 Every payload starts with its sequence number (8 bytes, big endian), so the subscriber reports
 messages received, distinct, and duplicated; a run that misses messages says so.
@@ -33,7 +33,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -116,6 +116,17 @@ class Counter:
             "last": self.last,
             "cpu": cpu_used,
         }
+
+
+def run_loop(a: argparse.Namespace, main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Run an asyncio role: on asyncio's own loop, or on uvloop's for ``mqttkit-aio-uvloop``
+    (uvloop from bench/.uvloop, which run.py installs there: never in the environment the
+    tests use, where pproxy would pick it up and fail)."""
+    if a.client == "mqttkit-aio-uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def host_port(url: str) -> tuple[str, int]:
@@ -309,7 +320,7 @@ def mk_aio_sub(a: argparse.Namespace) -> None:
             await client.close(force=True)
         return counter.result(c1 - c0)
 
-    emit(asyncio.run(main()))
+    emit(run_loop(a, main()))
 
 
 def mk_aio_pub(a: argparse.Namespace) -> None:
@@ -328,7 +339,7 @@ def mk_aio_pub(a: argparse.Namespace) -> None:
             c1 = cpu()
         return {"start": start, "end": end, "cpu": c1 - c0}
 
-    emit(asyncio.run(main()))
+    emit(run_loop(a, main()))
 
 
 def mk_aio_pubcb(a: argparse.Namespace) -> None:
@@ -373,7 +384,7 @@ def mk_aio_pubcb(a: argparse.Namespace) -> None:
             return {"error": f"{left} callbacks had not fired after {a.timeout} s"}
         return {"start": start, "end": end, "cpu": c1 - c0}
 
-    emit(asyncio.run(main()))
+    emit(run_loop(a, main()))
 
 
 def mk_aio_rtt(a: argparse.Namespace) -> None:
@@ -396,7 +407,7 @@ def mk_aio_rtt(a: argparse.Namespace) -> None:
             await messages.aclose()
         return {"samples": samples, "cpu": c1 - c0}
 
-    emit(asyncio.run(main()))
+    emit(run_loop(a, main()))
 
 
 def mk_aio_fanin(a: argparse.Namespace) -> None:
@@ -417,7 +428,7 @@ def mk_aio_fanin(a: argparse.Namespace) -> None:
         await asyncio.gather(*(c.close(force=True) for c in clients))
         return {"start": start, "end": end, "cpu": c1 - c0}
 
-    emit(asyncio.run(main()))
+    emit(run_loop(a, main()))
 
 
 def mk_aio_conn(a: argparse.Namespace) -> None:
@@ -448,7 +459,7 @@ def mk_aio_conn(a: argparse.Namespace) -> None:
             "rss_per_conn_kb": (rss - base) / max(1, a.n),
         }
 
-    emit(asyncio.run(main()))
+    emit(run_loop(a, main()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,7 +590,7 @@ def mk_aio_durpub(a: argparse.Namespace) -> None:
         left = _close_stores(pair)
         return {"start": start, "end": end, "cpu": c1 - c0, "store_left": left}
 
-    emit(asyncio.run(main()))
+    emit(run_loop(a, main()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -989,6 +1000,13 @@ ROLES: dict[tuple[str, str], Callable[[argparse.Namespace], None]] = {
     ("rtt", "mqttkit-aio"): mk_aio_rtt,
     ("fanin", "mqttkit-aio"): mk_aio_fanin,
     ("conn", "mqttkit-aio"): mk_aio_conn,
+    ("durpub", "mqttkit-aio-uvloop"): mk_aio_durpub,
+    ("sub", "mqttkit-aio-uvloop"): mk_aio_sub,
+    ("pub", "mqttkit-aio-uvloop"): mk_aio_pub,
+    ("pubcb", "mqttkit-aio-uvloop"): mk_aio_pubcb,
+    ("rtt", "mqttkit-aio-uvloop"): mk_aio_rtt,
+    ("fanin", "mqttkit-aio-uvloop"): mk_aio_fanin,
+    ("conn", "mqttkit-aio-uvloop"): mk_aio_conn,
     ("sub", "paho"): paho_sub,
     ("pub", "paho"): paho_pub,
     ("pubcb", "paho"): paho_pubcb,

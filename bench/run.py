@@ -87,7 +87,14 @@ class Workload:
 STORE_CLIENTS = ("mqttkit-sync", "mqttkit-inline", "mqttkit-aio")
 BLOCKING_CLIENTS = ("mqttkit-sync", "mqttkit-inline")
 # The clients with a per-message completion callback (pub1cb, pub2cb); gmqtt has none.
-CALLBACK_CLIENTS = ("mqttkit-sync", "mqttkit-inline", "mqttkit-aio", "paho", "mqttjs")
+CALLBACK_CLIENTS = (
+    "mqttkit-sync",
+    "mqttkit-inline",
+    "mqttkit-aio",
+    "mqttkit-aio-uvloop",
+    "paho",
+    "mqttjs",
+)
 
 WORKLOADS = [
     Workload("pub0", "flow", 100_000, qos=0, quick_n=1_000),
@@ -123,6 +130,10 @@ GROUPS = {"durable": [w.name for w in WORKLOADS if w.kind == "dur"]}
 
 
 MQTTJS = HERE / "mqttjs"
+#: uvloop for ``--clients mqttkit-aio-uvloop``, installed here (pip --target), on the PYTHONPATH of
+#: that client's processes only: in the environment the tests use, pproxy would pick it up and
+#: fail to start.
+UVLOOP = HERE / ".uvloop"
 
 
 def spawn(args: list[str]) -> subprocess.Popen[str]:
@@ -138,8 +149,30 @@ def spawn(args: list[str]) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        env={**os.environ, "PYTHONPATH": _pythonpath(args[1])},
     )
+
+
+def _pythonpath(client: str) -> str:
+    paths = [str(ROOT / "src")]
+    if client == "mqttkit-aio-uvloop":
+        paths.append(str(UVLOOP))
+    return os.pathsep.join(paths)
+
+
+def ensure_uvloop() -> None:
+    """uvloop for ``--clients mqttkit-aio-uvloop``, in bench/.uvloop (once)."""
+    if (UVLOOP / "uvloop").is_dir():
+        return
+    print("bench/.uvloop: pip install uvloop (once)", flush=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--target", str(UVLOOP), "uvloop"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"pip install uvloop failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
 def last_json(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
@@ -388,6 +421,8 @@ def main() -> int:
     workloads = [w for w in WORKLOADS if w.name in wanted]
     if "mqttjs" in clients:
         ensure_mqttjs()
+    if "mqttkit-aio-uvloop" in clients:
+        ensure_uvloop()
     broker = MosquittoBroker(
         max_queued_messages=0,
         extra_config="max_queued_bytes 0\nmax_connections -1\nset_tcp_nodelay true\n",
