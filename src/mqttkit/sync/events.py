@@ -80,6 +80,11 @@ def arity(fn: Callable[..., Any]) -> int | None:
             return None
         if code.co_argcount >= bound:
             return code.co_argcount - bound
+    return arity_by_signature(fn)
+
+
+def arity_by_signature(fn: Callable[..., Any]) -> int | None:
+    """:func:`arity` the general way, through ``inspect.signature`` (any callable)."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # builtins without a signature
